@@ -1,0 +1,98 @@
+"""The ``geospade`` command: a thin click layer over functions users can import.
+
+Each command lives in :mod:`geospade.commands` and is imported only when it runs, so
+``geospade --help`` stays fast (no torch import). Every :class:`~geospade.errors.GeospadeError`,
+unreadable file or interrupt ends in a one-line message and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from geospade import __version__
+from geospade.errors import GeospadeError
+
+COMMANDS = {
+    "tile": "Cut land cover + imagery into aligned mask/image chips (a chip store).",
+    "train": "Train a SPADE generator on a chip store.",
+    "synthesize": "Turn a land-cover raster (optionally edited) into a georeferenced GeoTIFF/COG.",
+    "stitch": "Join overlapping georeferenced tiles into one seamless GeoTIFF/COG.",
+    "evaluate": "Measure how real generated imagery is, class by class.",
+    "demo": "Generate a demo landscape and run tile -> train -> synthesize -> evaluate.",
+    "run": "Run a pipeline config (tile -> train -> synthesize -> evaluate), skipping done stages.",
+    "info": "Describe a raster, chip store or checkpoint.",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        return importlib.import_module(f"geospade.commands.{name}").command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl(list(COMMANDS.items()))
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="geospade")
+def cli() -> None:
+    """geospade: realistic, georeferenced aerial imagery from land-cover maps (SPADE GANs).
+
+    Typical run: tile -> train -> synthesize -> evaluate. `geospade COMMAND --help` explains each.
+    """
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = " ".join(str(exc).split())
+    return msg or exc.__class__.__name__
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script: run the CLI, turning errors into one-line messages."""
+    try:
+        cli.main(args=argv, prog_name="geospade", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("geospade: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("geospade: interrupted", err=True)
+        sys.exit(130)
+    except GeospadeError as exc:
+        click.echo(f"geospade: error: {_one_line(exc)}", err=True)
+        sys.exit(1)
+    except (OSError, ValueError) as exc:
+        # Unreadable files (rasterio's RasterioIOError is an OSError), bad values from libraries.
+        click.echo(f"geospade: error: {_one_line(exc)}", err=True)
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - last line of defence: still one line, no traceback
+        if _debug():
+            raise
+        click.echo(
+            f"geospade: error: {exc.__class__.__name__}: {_one_line(exc)} "
+            "(set GEOSPADE_DEBUG=1 for a traceback)",
+            err=True,
+        )
+        sys.exit(1)
+
+
+def _debug() -> bool:
+    import os
+
+    return os.environ.get("GEOSPADE_DEBUG", "") not in ("", "0")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,12 @@
+"""`geospade train` (placeholder until its issue lands)."""
+
+import click
+
+from geospade.errors import GeospadeError
+
+
+@click.command("train", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def command(args) -> None:
+    """Not built yet."""
+    raise GeospadeError("'geospade train' is not built yet")

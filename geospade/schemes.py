@@ -1,0 +1,327 @@
+"""Class schemes: raw land-cover raster values -> contiguous class indices, names and colours.
+
+A scheme maps each raw value of a land-cover raster to an index ``0..K-1``. Values that mean
+"unlabelled" (the scheme's ``nodata`` values, the file's nodata value, and values listed as
+``ignore``) map to :data:`IGNORE_INDEX`, never to a class.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from geospade.errors import GeospadeError
+
+IGNORE_INDEX = 255
+"""Class index of pixels with no label (nodata, unlabelled classes, unknown values when ignored)."""
+
+
+@dataclass(frozen=True)
+class LandCoverClass:
+    value: int
+    name: str
+    color: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class ClassScheme:
+    """A land-cover class scheme.
+
+    Args:
+        name: short name, e.g. ``chesapeake7``.
+        classes: the classes in index order; ``classes[i].value`` is the raw value of index ``i``.
+        nodata: raw values meaning "no data".
+        ignore: raw values that are valid but unlabelled (e.g. Aberdeen Proving Ground).
+    """
+
+    name: str
+    classes: tuple[LandCoverClass, ...]
+    nodata: tuple[float, ...] = ()
+    ignore: tuple[float, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.classes:
+            raise GeospadeError(f"class scheme {self.name!r} has no classes")
+        if len(self.classes) >= IGNORE_INDEX:
+            raise GeospadeError(f"class scheme {self.name!r} has more than {IGNORE_INDEX - 1} classes")
+        values = [c.value for c in self.classes]
+        if len(set(values)) != len(values):
+            raise GeospadeError(f"class scheme {self.name!r} repeats a raw value")
+        clash = set(values) & (set(self.nodata) | set(self.ignore))
+        if clash:
+            raise GeospadeError(
+                f"class scheme {self.name!r}: values {sorted(clash)} are both a class and nodata/ignore"
+            )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    @property
+    def values(self) -> list[int]:
+        return [c.value for c in self.classes]
+
+    def palette(self) -> np.ndarray:
+        """RGB colours as a ``(K, 3)`` uint8 array, in index order."""
+        return np.array([c.color for c in self.classes], dtype=np.uint8)
+
+    def colormap(self) -> dict[int, tuple[int, int, int, int]]:
+        """A rasterio colour table for class-index rasters (ignore pixels are transparent black)."""
+        cmap = {i: (*c.color, 255) for i, c in enumerate(self.classes)}
+        cmap[IGNORE_INDEX] = (0, 0, 0, 0)
+        return cmap
+
+    def index_of(self, value_or_name: int | str) -> int:
+        """Class index for a raw value (int or numeric string) or a class name (case-insensitive)."""
+        if isinstance(value_or_name, str):
+            key = value_or_name.strip().lower()
+            for i, c in enumerate(self.classes):
+                if c.name.lower() == key:
+                    return i
+            try:
+                value_or_name = int(float(key))
+            except ValueError:
+                raise GeospadeError(
+                    f"{value_or_name!r} is not a class of scheme {self.name!r} "
+                    f"(classes: {', '.join(self.names)})"
+                ) from None
+        for i, c in enumerate(self.classes):
+            if c.value == value_or_name:
+                return i
+        raise GeospadeError(
+            f"value {value_or_name} is not a class of scheme {self.name!r} (values: {self.values})"
+        )
+
+    # -- encoding -------------------------------------------------------------------------------
+
+    def unlabelled_mask(self, raw: np.ndarray, file_nodata: float | None = None) -> np.ndarray:
+        """True where ``raw`` is nodata (scheme's or file's), NaN, or an ignore value."""
+        mask = np.zeros(raw.shape, dtype=bool)
+        if np.issubdtype(raw.dtype, np.floating):
+            mask |= ~np.isfinite(raw)
+        for v in (*self.nodata, *self.ignore, *(() if file_nodata is None else (file_nodata,))):
+            if v is not None and not (isinstance(v, float) and np.isnan(v)):
+                mask |= raw == v
+        return mask
+
+    def unknown_counts(self, raw: np.ndarray, file_nodata: float | None = None) -> dict[float, int]:
+        """Raw values that are neither a class nor unlabelled, with their pixel counts."""
+        known = np.isin(raw, self.values) | self.unlabelled_mask(raw, file_nodata)
+        if known.all():
+            return {}
+        vals, counts = np.unique(raw[~known], return_counts=True)
+        return {_plain_number(v): int(n) for v, n in zip(vals, counts)}
+
+    def encode(
+        self,
+        raw: np.ndarray,
+        file_nodata: float | None = None,
+        unknown: str = "error",
+    ) -> np.ndarray:
+        """Map raw values to class indices (uint8); unlabelled pixels become :data:`IGNORE_INDEX`.
+
+        Args:
+            raw: label values, any integer or float dtype (floats must hold integral values).
+            file_nodata: the raster's own nodata value, if any.
+            unknown: ``"error"`` raises on values outside the scheme; ``"ignore"`` maps them to
+                :data:`IGNORE_INDEX`.
+
+        Returns:
+            uint8 array of the same shape.
+        """
+        if unknown not in ("error", "ignore"):
+            raise ValueError("unknown must be 'error' or 'ignore'")
+        unlabelled = self.unlabelled_mask(raw, file_nodata)
+        out = np.full(raw.shape, IGNORE_INDEX, dtype=np.uint8)
+        matched = unlabelled.copy()
+        for i, v in enumerate(self.values):
+            hit = raw == v
+            out[hit] = i
+            matched |= hit
+        if unknown == "error" and not matched.all():
+            raise UnknownClassValuesError(self, self.unknown_counts(raw, file_nodata))
+        return out
+
+    # -- (de)serialisation ----------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        """The JSON form of DESIGN.md (plus ``ignore``), used in manifests and checkpoints."""
+        return {
+            "name": self.name,
+            "nodata": [_plain_number(v) for v in self.nodata],
+            "ignore": [_plain_number(v) for v in self.ignore],
+            "classes": [
+                {"value": c.value, "name": c.name, "color": "#%02x%02x%02x" % c.color}
+                for c in self.classes
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> ClassScheme:
+        try:
+            classes = tuple(
+                LandCoverClass(
+                    value=_integral(c["value"]),
+                    name=str(c["name"]),
+                    color=_parse_color(c.get("color", "#808080")),
+                )
+                for c in data["classes"]
+            )
+            return cls(
+                name=str(data.get("name", "custom")),
+                classes=classes,
+                nodata=tuple(_as_list(data.get("nodata"))),
+                ignore=tuple(_as_list(data.get("ignore"))),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GeospadeError(f"invalid class scheme: {exc}") from None
+
+    def same_classes(self, other: ClassScheme) -> bool:
+        """True when both schemes map the same raw values to the same indices."""
+        return self.values == other.values
+
+
+class UnknownClassValuesError(GeospadeError):
+    """Raw label values outside the scheme; ``counts`` maps each value to its pixel count."""
+
+    def __init__(self, scheme: ClassScheme, counts: Mapping[float, int]):
+        self.counts = dict(counts)
+        listed = ", ".join(f"{v} ({n} px)" for v, n in sorted(self.counts.items())[:20])
+        more = "" if len(self.counts) <= 20 else f" and {len(self.counts) - 20} more"
+        super().__init__(
+            f"label values outside scheme {scheme.name!r}: {listed}{more}; "
+            "use another --scheme, or --unknown ignore to treat them as no data"
+        )
+
+
+def _plain_number(v) -> int | float:
+    f = float(v)
+    return int(f) if f.is_integer() else f
+
+
+def _integral(v) -> int:
+    f = float(v)
+    if not f.is_integer():
+        raise ValueError(f"class value {v!r} is not an integer")
+    return int(f)
+
+
+def _as_list(v) -> list:
+    if v is None:
+        return []
+    if isinstance(v, (int, float)):
+        return [v]
+    return list(v)
+
+
+def _parse_color(c) -> tuple[int, int, int]:
+    if isinstance(c, str):
+        s = c.lstrip("#")
+        if len(s) != 6:
+            raise ValueError(f"colour {c!r} is not #rrggbb")
+        return (int(s[0:2], 16), int(s[2:4], 16), int(s[4:6], 16))
+    r, g, b = (int(x) for x in list(c)[:3])
+    return (r, g, b)
+
+
+def _scheme(name: str, rows: Iterable[tuple[int, str, tuple[int, int, int]]], nodata=(), ignore=()):
+    return ClassScheme(
+        name=name,
+        classes=tuple(LandCoverClass(v, n, c) for v, n, c in rows),
+        nodata=tuple(nodata),
+        ignore=tuple(ignore),
+    )
+
+
+# Chesapeake Conservancy Baywide 7-class (and the CVPR 2019 `lc` layer, same 1-6); 15 is the
+# product's no-data value, 7 is Aberdeen Proving Ground (unlabelled).
+CHESAPEAKE7 = _scheme(
+    "chesapeake7",
+    [
+        (1, "water", (0, 197, 255)),
+        (2, "tree canopy and shrubs", (38, 115, 0)),
+        (3, "low vegetation", (163, 255, 115)),
+        (4, "barren", (255, 170, 0)),
+        (5, "impervious surfaces", (156, 156, 156)),
+        (6, "impervious roads", (0, 0, 0)),
+    ],
+    nodata=(0, 15),
+    ignore=(7,),
+)
+
+CHESAPEAKE13 = _scheme(
+    "chesapeake13",
+    [
+        (1, "water", (0, 197, 255)),
+        (2, "wetlands", (0, 168, 132)),
+        (3, "tree canopy", (38, 115, 0)),
+        (4, "shrubland", (76, 230, 0)),
+        (5, "low vegetation", (163, 255, 115)),
+        (6, "barren", (255, 170, 0)),
+        (7, "structures", (255, 0, 0)),
+        (8, "impervious surfaces", (156, 156, 156)),
+        (9, "impervious roads", (0, 0, 0)),
+        (10, "tree canopy over structures", (115, 115, 0)),
+        (11, "tree canopy over impervious surfaces", (230, 230, 0)),
+        (12, "tree canopy over impervious roads", (255, 255, 115)),
+    ],
+    nodata=(0, 15),
+    ignore=(13,),
+)
+
+# The published NLCD legend and colours (CONUS and Alaska-only classes).
+NLCD = _scheme(
+    "nlcd",
+    [
+        (11, "open water", (70, 107, 159)),
+        (12, "perennial ice/snow", (209, 222, 248)),
+        (21, "developed, open space", (222, 197, 197)),
+        (22, "developed, low intensity", (217, 146, 130)),
+        (23, "developed, medium intensity", (235, 0, 0)),
+        (24, "developed, high intensity", (171, 0, 0)),
+        (31, "barren land", (179, 172, 159)),
+        (41, "deciduous forest", (104, 171, 95)),
+        (42, "evergreen forest", (28, 95, 44)),
+        (43, "mixed forest", (181, 197, 143)),
+        (51, "dwarf scrub", (175, 150, 60)),
+        (52, "shrub/scrub", (204, 184, 121)),
+        (71, "grassland/herbaceous", (223, 223, 194)),
+        (72, "sedge/herbaceous", (209, 209, 130)),
+        (73, "lichens", (164, 204, 81)),
+        (74, "moss", (130, 186, 158)),
+        (81, "pasture/hay", (220, 217, 57)),
+        (82, "cultivated crops", (171, 108, 40)),
+        (90, "woody wetlands", (184, 217, 235)),
+        (95, "emergent herbaceous wetlands", (108, 159, 184)),
+    ],
+    nodata=(0, 250),
+)
+
+BUILTIN_SCHEMES: dict[str, ClassScheme] = {s.name: s for s in (CHESAPEAKE7, CHESAPEAKE13, NLCD)}
+
+
+def load_scheme(name_or_path: str | Path | ClassScheme) -> ClassScheme:
+    """A built-in scheme by name (``chesapeake7``, ``chesapeake13``, ``nlcd``) or a JSON file."""
+    if isinstance(name_or_path, ClassScheme):
+        return name_or_path
+    key = str(name_or_path)
+    if key.lower() in BUILTIN_SCHEMES:
+        return BUILTIN_SCHEMES[key.lower()]
+    path = Path(key)
+    if not path.exists():
+        raise GeospadeError(
+            f"unknown scheme {key!r}: not one of {', '.join(BUILTIN_SCHEMES)} and no such file"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GeospadeError(f"cannot read scheme file {path}: {exc}") from None
+    return ClassScheme.from_dict(data)

@@ -1,0 +1,86 @@
+"""The checkpoint file: one ``torch.save`` file of tensors and plain values (DESIGN.md).
+
+It loads with ``torch.load(..., weights_only=True)``, so a checkpoint from a stranger cannot run
+code. Keys (format version 1)::
+
+    format            "geospade-checkpoint"
+    format_version    1
+    step              training steps done
+    config            the resolved training config (plain dict)
+    generator_config  keyword arguments of geospade.models.Generator (plain dict)
+    scheme            ClassScheme.to_dict()
+    bands             [BandStats.to_dict(), ...]
+    chip_size         chip size in pixels the model was trained on
+    generator         generator state_dict
+    generator_ema     EMA generator state_dict (what synthesize uses)
+    discriminator     discriminator state_dict            (resume only)
+    encoder           style encoder state_dict, if --use-vae (else absent)
+    optimizer_g, optimizer_d                               (resume only)
+    rng               RNG states as tensors / plain values (resume only)
+
+Writes go to a temporary file in the same folder, then ``os.replace``: an interrupted write
+never damages the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from geospade.errors import GeospadeError
+
+CHECKPOINT_FORMAT = "geospade-checkpoint"
+CHECKPOINT_VERSION = 1
+REQUIRED_KEYS = ("generator_config", "scheme", "bands", "chip_size", "generator")
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Atomically write ``payload`` (plus the format tags) to ``path``."""
+    path = Path(path)
+    data = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, **payload}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and validate a checkpoint, safely (``weights_only=True``).
+
+    Raises:
+        GeospadeError: missing, corrupt, foreign (not a geospade checkpoint) or newer-format file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GeospadeError(f"checkpoint not found: {path}")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
+            AttributeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GeospadeError(f"{path} is not a readable checkpoint ({first[:160]})") from None
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        raise GeospadeError(f"{path} is not a geospade checkpoint")
+    version = data.get("format_version")
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise GeospadeError(
+            f"{path} has checkpoint format version {version}; this geospade reads up to "
+            f"{CHECKPOINT_VERSION} (upgrade geospade)"
+        )
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise GeospadeError(f"{path} is an incomplete checkpoint (missing {', '.join(missing)})")
+    return data
