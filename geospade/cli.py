@@ -64,8 +64,14 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("geospade: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        # One line, like every other error; the hint names the help to read.
+        where = exc.ctx.command_path if exc.ctx is not None else "geospade"
+        click.echo(f"geospade: error: {_one_line(exc.format_message())} (see '{where} --help')",
+                   err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"geospade: error: {_one_line(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("geospade: interrupted", err=True)
