@@ -60,7 +60,9 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: run the CLI, turning errors into one-line messages."""
     try:
-        cli.main(args=argv, prog_name="geospade", standalone_mode=False)
+        status = cli.main(args=argv, prog_name="geospade", standalone_mode=False)
+        if isinstance(status, int) and status != 0:
+            sys.exit(status)
     except click.exceptions.Abort:
         click.echo("geospade: aborted", err=True)
         sys.exit(130)

@@ -1,0 +1,61 @@
+"""The command-line shell: help, version, one-line errors, `geospade info`."""
+
+import json
+
+from geospade import __version__
+from geospade.cli import COMMANDS, main
+from geospade.landscape import make_landscape
+
+
+def run(args, capsys):
+    """Run the CLI; return (exit code, stdout, stderr). Success may return without SystemExit."""
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_lists_every_command(capsys):
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0
+    for name in COMMANDS:
+        assert name in out
+
+
+def test_every_command_has_help(capsys):
+    for name in COMMANDS:
+        code, out, _ = run([name, "--help"], capsys)
+        assert code == 0, name
+        assert "Usage: geospade" in out
+
+
+def test_version(capsys):
+    code, out, _ = run(["--version"], capsys)
+    assert code == 0 and __version__ in out
+
+
+def test_unknown_command_is_one_line_error(capsys):
+    code, _, err = run(["no-such-command"], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("geospade: error:")
+
+
+def test_info_describes_a_raster(tmp_path, capsys):
+    make_landscape(tmp_path / "lc.tif", tmp_path / "im.tif", 40, 30, crs="EPSG:32618")
+    main(["info", "--json", str(tmp_path / "im.tif")])
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["kind"] == "raster"
+    assert (facts["width"], facts["height"], facts["count"]) == (40, 30, 4)
+    assert facts["crs"] == "EPSG:32618"
+    assert facts["descriptions"] == ["red", "green", "blue", "nir"]
+
+
+def test_info_on_a_non_raster_is_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello")
+    code, _, err = run(["info", str(bad)], capsys)
+    assert code == 1
+    assert err.count("\n") == 1 and "is not a raster" in err
