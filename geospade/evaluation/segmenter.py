@@ -1,0 +1,246 @@
+"""Segmentation consistency (the SPADE paper's protocol, Park et al. 2019, section 4).
+
+A compact U-Net is trained on the *real* train-split chips of a chip store to predict the class
+map from the imagery. Its mIoU on generated images of the val masks, over its mIoU on the real
+val images, says how much of the class structure a generator reproduces (1.0 is ideal).
+
+The trained segmenter is cached in the chip store, ``CHIPS/.geospade-cache/segmenter-<key>.pt``,
+where ``key`` hashes the manifest and the training settings: evaluating a second checkpoint on
+the same chips reuses it, and re-tiling or other settings train a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geospade.errors import GeospadeError
+from geospade.schemes import IGNORE_INDEX
+
+SEGMENTER_FORMAT = "geospade-segmenter"
+CACHE_DIR = ".geospade-cache"
+
+
+@dataclass(frozen=True)
+class SegmenterSettings:
+    """How the segmenter is trained (part of its cache key).
+
+    Args:
+        steps: optimiser steps.
+        batch_size: chips per step.
+        base_channels: channels of the first U-Net level (doubled per level).
+        depth: number of down-sampling levels.
+        lr: Adam learning rate.
+        seed: random seed (chip order, augmentation, initial weights).
+    """
+
+    steps: int = 400
+    batch_size: int = 8
+    base_channels: int = 16
+    depth: int = 2
+    lr: float = 2e-3
+    seed: int = 0
+
+
+DEFAULT_SEGMENTER = SegmenterSettings()
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class UNet(nn.Module):
+    """A compact U-Net (Ronneberger et al. 2015): ``depth`` levels of two 3x3 convs each.
+
+    Args:
+        in_channels: image bands.
+        num_classes: output classes.
+        base_channels: channels of the first level, doubled at each level down.
+        depth: number of 2x down-samplings.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, base_channels: int = 16, depth: int = 2):
+        super().__init__()
+        chans = [base_channels * 2**i for i in range(depth + 1)]
+        self.down = nn.ModuleList()
+        cin = in_channels
+        for c in chans:
+            self.down.append(_block(cin, c))
+            cin = c
+        self.up = nn.ModuleList(
+            _block(chans[i + 1] + chans[i], chans[i]) for i in reversed(range(depth))
+        )
+        self.head = nn.Conv2d(chans[0], num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            if i > 0:
+                x = F.max_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        skips.pop()
+        for block in self.up:
+            skip = skips.pop()
+            x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
+            x = block(torch.cat([x, skip], dim=1))
+        return self.head(x)
+
+
+def cache_path(chips: str | Path, settings: SegmenterSettings) -> Path:
+    """Where the segmenter of this chip store and these settings is cached."""
+    chips = Path(chips)
+    manifest = chips / "manifest.json"
+    if not manifest.is_file():
+        raise GeospadeError(f"{chips} is not a complete chip store (no manifest.json)")
+    h = hashlib.sha256(manifest.read_bytes())
+    h.update(json.dumps(asdict(settings), sort_keys=True).encode())
+    return chips / CACHE_DIR / f"segmenter-{h.hexdigest()[:16]}.pt"
+
+
+def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
+    k = int(torch.randint(0, 4, (1,), generator=gen))
+    x, y = torch.rot90(x, k, (-2, -1)), torch.rot90(y, k, (-2, -1))
+    if torch.rand(1, generator=gen) < 0.5:
+        x, y = x.flip(-1), y.flip(-1)
+    return x, y
+
+
+def train_segmenter(
+    load_chip: Callable[[int], tuple[np.ndarray, np.ndarray]],
+    num_chips: int,
+    bands: int,
+    num_classes: int,
+    settings: SegmenterSettings = DEFAULT_SEGMENTER,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> UNet:
+    """Train a :class:`UNet` on real chips.
+
+    Args:
+        load_chip: ``i -> (normalised image (C, H, W) float32, mask (H, W) uint8)``.
+        num_chips: number of chips ``load_chip`` accepts (0..num_chips-1).
+        bands: image bands.
+        num_classes: classes (mask values 0..K-1; 255 is ignored).
+        settings: training settings.
+        device: torch device.
+        progress: show a progress bar.
+
+    Returns:
+        The trained network, in eval mode.
+    """
+    from tqdm.auto import tqdm
+
+    if num_chips == 0:
+        raise GeospadeError("the train split has no chips to train the segmenter on")
+    torch.manual_seed(settings.seed)
+    gen = torch.Generator().manual_seed(settings.seed)
+    net = UNet(bands, num_classes, settings.base_channels, settings.depth).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(settings.steps, 1))
+    cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    net.train()
+    for _ in tqdm(range(settings.steps), desc="segmenter", disable=not progress, leave=False):
+        idx = torch.randint(0, num_chips, (settings.batch_size,), generator=gen).tolist()
+        xs, ys = [], []
+        for i in idx:
+            if i not in cache:
+                image, mask = load_chip(i)
+                pair = (torch.from_numpy(image), torch.from_numpy(mask.astype(np.int64)))
+                if len(cache) < 2048:  # bounded: big stores are re-read from disk
+                    cache[i] = pair
+            else:
+                pair = cache[i]
+            x, y = _augment(*pair, gen)
+            xs.append(x)
+            ys.append(y)
+        x, y = torch.stack(xs).to(device), torch.stack(ys).to(device)
+        loss = F.cross_entropy(net(x), y, ignore_index=IGNORE_INDEX)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return net.eval()
+
+
+def save_segmenter(path: Path, net: UNet, settings: SegmenterSettings, bands: int,
+                   num_classes: int) -> None:
+    """Atomically write a segmenter (plain tensors and values, loadable with weights_only)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {
+        "format": SEGMENTER_FORMAT, "settings": asdict(settings), "bands": bands,
+        "num_classes": num_classes, "state": {k: v.cpu() for k, v in net.state_dict().items()},
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(data, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_segmenter(path: Path, device: str | torch.device = "cpu") -> UNet | None:
+    """A cached segmenter, or None when the file is missing or unusable (it is then retrained)."""
+    if not path.is_file():
+        return None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        if data.get("format") != SEGMENTER_FORMAT:
+            return None
+        s = data["settings"]
+        net = UNet(data["bands"], data["num_classes"], s["base_channels"], s["depth"])
+        net.load_state_dict(data["state"])
+    except Exception:  # noqa: BLE001 - a damaged cache file is simply rebuilt
+        return None
+    return net.to(device).eval()
+
+
+class ConfusionMatrix:
+    """Accumulates a ``K x K`` confusion matrix (rows: truth, columns: prediction)."""
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+
+    def add(self, truth: np.ndarray, pred: np.ndarray) -> None:
+        keep = truth < self.num_classes
+        k = self.num_classes
+        flat = truth[keep].astype(np.int64) * k + pred[keep].astype(np.int64)
+        self.matrix += np.bincount(flat, minlength=k * k).reshape(k, k)
+
+    def iou(self) -> np.ndarray:
+        """IoU per class; NaN for classes absent from the ground truth."""
+        tp = np.diag(self.matrix).astype(np.float64)
+        truth = self.matrix.sum(axis=1)
+        union = truth + self.matrix.sum(axis=0) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = tp / union
+        return np.where(truth > 0, iou, np.nan)
+
+    def miou(self) -> float:
+        iou = self.iou()
+        return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
+
+@torch.no_grad()
+def predict(net: UNet, images: Sequence[np.ndarray] | np.ndarray,
+            device: str | torch.device = "cpu") -> np.ndarray:
+    """Class predictions ``(N, H, W)`` uint8 for normalised images ``(N, C, H, W)``."""
+    x = torch.from_numpy(np.ascontiguousarray(np.stack(list(images)))).float().to(device)
+    return net(x).argmax(dim=1).to(torch.uint8).cpu().numpy()
