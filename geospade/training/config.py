@@ -1,0 +1,228 @@
+"""The training configuration: one flat dataclass, loadable from TOML, saved with every run.
+
+Precedence: dataclass defaults < ``--config FILE.toml`` < command-line options (or keyword
+arguments of :func:`geospade.training.loop.train`). The resolved config is written to
+``RUN/config.toml`` (a file ``--config`` accepts again) and stored in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from geospade.errors import GeospadeError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+GAN_MODES = ("hinge", "ls", "original")
+NORMS = ("spade", "clade")
+PARAM_FREE_NORMS = ("batch", "instance")
+UPSAMPLING = ("normal", "more", "most")
+AMP_MODES = ("none", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """Every option of ``geospade train``; the defaults follow the SPADE paper where it has one.
+
+    Args:
+        steps: training iterations (one G step + one D step each).
+        epochs: if set, train this many passes over the train split instead of ``steps``.
+        batch_size: chips per iteration (per process under torchrun).
+        ngf: generator width (channels of its last block).
+        ndf: discriminator width (channels of its first layer).
+        num_d: number of discriminator scales.
+        n_layers_d: conv layers per discriminator.
+        lr_g: generator learning rate (TTUR: lower than D's).
+        lr_d: discriminator learning rate.
+        beta1: Adam beta1.
+        beta2: Adam beta2.
+        lambda_fm: weight of the discriminator feature-matching loss.
+        lambda_vgg: weight of the VGG19 perceptual loss (0 turns it off).
+        lambda_kl: weight of the style encoder's KL loss (with ``use_vae``).
+        gan_mode: ``hinge``, ``ls`` (least squares) or ``original`` (cross-entropy).
+        use_vae: train a style encoder; the generator starts from its z.
+        z_dim: size of the style code.
+        norm: ``spade`` (conv net on the class map) or ``clade`` (per-class lookup; faster).
+        param_free_norm: ``batch`` (frozen at inference: no seams when tiling) or ``instance``.
+        num_upsampling_layers: ``normal`` (stride 32), ``more`` (64), ``most`` (128).
+        spectral_norm: spectral normalisation in generator and discriminator.
+        device: ``auto`` (cuda when available, else cpu), ``cpu``, ``cuda``, ``cuda:1`` …
+        amp: ``none``, ``bf16`` (CPU or CUDA) or ``fp16`` (CUDA, with gradient scaling).
+        channels_last: use the channels-last memory format (faster convolutions with bf16).
+        seed: seed of weights, data order, augmentation and noise.
+        workers: DataLoader worker processes.
+        augment: random flips / 90° rotations of the training chips.
+        ema_decay: decay of the exponential moving average of the generator weights.
+        lr_decay_start: step from which both learning rates fall linearly to zero at the last
+            step (default: half-way, as SPADE's niter/niter_decay).
+        checkpoint_every: write ``RUN/checkpoint.pt`` every N steps (and always at the end).
+        preview_every: write a preview PNG every N steps (0: never).
+        val_every: validate on the val split every N steps (0: only at the end, if it exists).
+        log_every: write a metrics row every N steps.
+        val_chips: at most this many val chips per validation.
+        vgg_weights: ``auto`` (torchvision's cached ImageNet weights, downloading them if not
+            cached and the network allows), ``off``, or a path to a VGG19 state dict.
+    """
+
+    steps: int = 2000
+    epochs: int | None = None
+    batch_size: int = 4
+    ngf: int = 64
+    ndf: int = 64
+    num_d: int = 2
+    n_layers_d: int = 4
+    lr_g: float = 1e-4
+    lr_d: float = 4e-4
+    beta1: float = 0.0
+    beta2: float = 0.9
+    lambda_fm: float = 10.0
+    lambda_vgg: float = 10.0
+    lambda_kl: float = 0.05
+    gan_mode: str = "hinge"
+    use_vae: bool = False
+    z_dim: int = 256
+    norm: str = "spade"
+    param_free_norm: str = "batch"
+    num_upsampling_layers: str = "normal"
+    spectral_norm: bool = True
+    device: str = "auto"
+    amp: str = "none"
+    channels_last: bool = False
+    seed: int = 0
+    workers: int = 0
+    augment: bool = True
+    ema_decay: float = 0.999
+    lr_decay_start: int | None = None
+    checkpoint_every: int = 500
+    preview_every: int = 500
+    val_every: int = 1000
+    log_every: int = 10
+    val_chips: int = 16
+    vgg_weights: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`GeospadeError` naming the first option with an impossible value."""
+        choices = {
+            "gan_mode": GAN_MODES, "norm": NORMS, "param_free_norm": PARAM_FREE_NORMS,
+            "num_upsampling_layers": UPSAMPLING, "amp": AMP_MODES,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise GeospadeError(
+                    f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}"
+                )
+        positive = ("steps", "batch_size", "ngf", "ndf", "num_d", "n_layers_d", "z_dim",
+                    "checkpoint_every", "log_every", "val_chips")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise GeospadeError(f"{name} must be positive, not {getattr(self, name)}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise GeospadeError(f"epochs must be positive, not {self.epochs}")
+        for name in ("preview_every", "val_every", "workers"):
+            if getattr(self, name) < 0:
+                raise GeospadeError(f"{name} must be 0 or more, not {getattr(self, name)}")
+        for name in ("lr_g", "lr_d", "lambda_fm", "lambda_vgg", "lambda_kl"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise GeospadeError(f"{name} must be a finite number >= 0, not {value}")
+        if not (0.0 <= self.ema_decay < 1.0):
+            raise GeospadeError(f"ema_decay must be in [0, 1), not {self.ema_decay}")
+        if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
+            raise GeospadeError("Adam betas must be in [0, 1)")
+        if self.lr_decay_start is not None and self.lr_decay_start < 0:
+            raise GeospadeError(f"lr_decay_start must be 0 or more, not {self.lr_decay_start}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> TrainConfig:
+        """Build a config from plain values, rejecting unknown keys and wrong types."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise GeospadeError(f"{source}: unknown option(s) {', '.join(unknown)}")
+        values = {k: _coerce(k, v, known[k].type, source) for k, v in data.items()}
+        return cls(**values)
+
+    def replace(self, **overrides: Any) -> TrainConfig:
+        """A copy with ``overrides`` applied (``None`` values are ignored: "not given")."""
+        data = self.to_dict()
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return TrainConfig.from_dict(data, source="options")
+
+
+def _coerce(name: str, value: Any, annotation: str, source: str) -> Any:
+    """Check ``value`` against the field's annotation (a string, as annotations are postponed)."""
+    optional = "None" in annotation
+    if value is None:
+        if optional:
+            return None
+        raise GeospadeError(f"{source}: {name} needs a value")
+    base = annotation.split("|")[0].strip()
+    ok = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "str": isinstance(value, str),
+    }[base]
+    if not ok:
+        raise GeospadeError(f"{source}: {name} must be {base}, not {value!r}")
+    return float(value) if base == "float" else value
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file (flat keys, or under a ``[train]`` table) into a plain dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise GeospadeError(f"config file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise GeospadeError(f"{path} is not valid TOML ({' '.join(str(exc).split())})") from None
+    if isinstance(data.get("train"), dict):
+        data = data["train"]
+    data = {k.replace("-", "_"): v for k, v in data.items()}
+    TrainConfig.from_dict(data, source=str(path))  # validate early, naming the file
+    return data
+
+
+def resolve_config(
+    config: TrainConfig | Mapping[str, Any] | str | Path | None = None, **overrides: Any
+) -> TrainConfig:
+    """Defaults, then ``config`` (object, dict or TOML path), then non-``None`` ``overrides``."""
+    if config is None:
+        base = TrainConfig()
+    elif isinstance(config, TrainConfig):
+        base = config
+    elif isinstance(config, Mapping):
+        base = TrainConfig.from_dict(config)
+    else:
+        base = TrainConfig.from_dict(load_config_file(config), source=str(config))
+    return base.replace(**overrides)
+
+
+def to_toml(config: TrainConfig) -> str:
+    """The config as TOML that :func:`load_config_file` reads back (unset options omitted)."""
+    lines = ["# geospade train: resolved configuration", "[train]"]
+    for key, value in config.to_dict().items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str):
+            text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        else:
+            text = repr(value)
+        lines.append(f"{key} = {text}")
+    return "\n".join(lines) + "\n"
