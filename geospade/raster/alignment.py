@@ -1,0 +1,157 @@
+"""Aligning imagery with a land-cover grid.
+
+The land cover's grid (CRS, transform, width, height) is the reference (DESIGN.md "Alignment").
+Imagery on the same grid, or on a grid shifted by whole pixels, is read with plain windows;
+imagery in another CRS, resolution or sub-pixel offset is warped onto the label grid with a
+:class:`rasterio.vrt.WarpedVRT` (bilinear or cubic; labels are never resampled).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+
+from geospade.errors import GeospadeError
+
+RESAMPLING = {"bilinear": Resampling.bilinear, "cubic": Resampling.cubic}
+
+
+def same_crs(a: CRS | None, b: CRS | None) -> bool:
+    """True when two CRS definitions describe the same system (names and axis order aside)."""
+    if a is None or b is None:
+        return a is None and b is None
+    if a == b:
+        return True
+    from pyproj import CRS as ProjCRS
+
+    try:
+        pa, pb = ProjCRS.from_wkt(a.to_wkt()), ProjCRS.from_wkt(b.to_wkt())
+        return pa.equals(pb, ignore_axis_order=True)
+    except Exception:  # noqa: BLE001 - an unparsable definition is simply not equal
+        return False
+
+
+def open_raster(path: str | Path, role: str) -> rasterio.io.DatasetReader:
+    """Open a raster for reading, turning a missing or unreadable file into a one-line error.
+
+    Args:
+        path: the file.
+        role: what it is for the user ("land cover", "imagery"), used in messages.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise GeospadeError(f"{role} file not found: {path}")
+    if path.is_dir():
+        raise GeospadeError(f"{role} path is a folder, not a raster: {path}")
+    try:
+        return rasterio.open(path)
+    except rasterio.errors.RasterioIOError:
+        raise GeospadeError(f"{role} file is not a raster GDAL can read: {path}") from None
+
+
+def _close(a: float, b: float, scale: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(scale, 1.0)
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """How the imagery maps onto the label grid.
+
+    Attributes:
+        window: the overlap, as a window of the label grid (only it is tiled).
+        offset: ``(row, col)`` of the label grid's origin in the imagery's pixel grid when the
+            imagery is on the same grid up to whole pixels, else ``None`` (then it is warped).
+    """
+
+    window: Window
+    offset: tuple[int, int] | None
+
+    @property
+    def warped(self) -> bool:
+        return self.offset is None
+
+
+def align(labels: rasterio.io.DatasetReader, imagery: rasterio.io.DatasetReader) -> Alignment:
+    """Find the overlap of the imagery with the label grid and whether it must be warped.
+
+    Raises:
+        GeospadeError: a raster has no CRS/georeferencing, or the two do not overlap.
+    """
+    if labels.crs is None:
+        raise GeospadeError(f"land cover {labels.name} has no CRS")
+    if imagery.crs is None:
+        raise GeospadeError(f"imagery {imagery.name} has no CRS")
+    lt, it = labels.transform, imagery.transform
+    offset = None
+    if same_crs(labels.crs, imagery.crs) and lt.is_rectilinear and it.is_rectilinear:
+        res = max(abs(lt.a), abs(lt.e))
+        if _close(lt.a, it.a, res) and _close(lt.e, it.e, res):
+            col, row = ~it * (lt.c, lt.f)
+            if abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6:
+                offset = (int(round(row)), int(round(col)))
+    if offset is not None:
+        row, col = offset
+        r0, c0 = max(0, -row), max(0, -col)
+        r1, c1 = min(labels.height, imagery.height - row), min(labels.width, imagery.width - col)
+    else:
+        left, bottom, right, top = transform_bounds(
+            imagery.crs, labels.crs, *imagery.bounds, densify_pts=21
+        )
+        corners = [~lt * (x, y) for x in (left, right) for y in (bottom, top)]
+        cols = [c for c, _ in corners]
+        rows = [r for _, r in corners]
+        c0 = max(0, math.ceil(min(cols) - 1e-6))
+        r0 = max(0, math.ceil(min(rows) - 1e-6))
+        c1 = min(labels.width, math.floor(max(cols) + 1e-6))
+        r1 = min(labels.height, math.floor(max(rows) + 1e-6))
+    if r1 <= r0 or c1 <= c0:
+        raise GeospadeError(
+            f"imagery {Path(imagery.name).name} does not overlap "
+            f"land cover {Path(labels.name).name}"
+        )
+    return Alignment(Window(c0, r0, c1 - c0, r1 - r0), offset)
+
+
+def warped_imagery(
+    imagery: rasterio.io.DatasetReader, labels_grid: dict, resampling: str
+) -> WarpedVRT:
+    """A virtual copy of ``imagery`` on the label grid, with an alpha band marking valid pixels.
+
+    Args:
+        imagery: the open imagery dataset.
+        labels_grid: ``crs``, ``transform``, ``width``, ``height`` of the land cover.
+        resampling: ``bilinear`` or ``cubic``.
+    """
+    return WarpedVRT(
+        imagery,
+        crs=labels_grid["crs"],
+        transform=labels_grid["transform"],
+        width=labels_grid["width"],
+        height=labels_grid["height"],
+        resampling=RESAMPLING[resampling],
+        add_alpha=True,
+    )
+
+
+def imagery_valid(image: np.ndarray, nodata: float | None) -> np.ndarray:
+    """True where a pixel of ``image`` ``(C, H, W)`` holds data (not all bands equal nodata)."""
+    if nodata is None:
+        return np.ones(image.shape[1:], dtype=bool)
+    if isinstance(nodata, float) and math.isnan(nodata):
+        return ~np.isnan(image).all(axis=0)
+    return ~(image == np.asarray(nodata, dtype=image.dtype)).all(axis=0)
+
+
+def window_transform(transform: Affine, window: Window) -> Affine:
+    """Affine transform of a window of a grid."""
+    return rasterio.windows.transform(window, transform)
