@@ -10,8 +10,9 @@ chip, so a whole split is measured in bounded memory:
   number of chips. The 1-D Wasserstein distance between two histograms is the area between their
   cumulative distributions.
 - :class:`TextureStats` keeps, per class, the sum and count of within-class gradient magnitudes.
-- :func:`wasserstein_1d` is the exact distance between two samples (sorted quantiles), used for
-  checks and small samples.
+- :func:`wasserstein_1d` is the exact distance between two samples (sorted quantiles), shared
+  with training's validation (:mod:`geospade.training.validation`), used for checks and small
+  samples.
 - :func:`frechet_distance` and :func:`inception_features` give FID when Inception weights are on
   this machine (:func:`find_inception_weights`); nothing is ever downloaded.
 """
@@ -26,34 +27,15 @@ import numpy as np
 
 from geospade.errors import GeospadeError
 from geospade.schemes import IGNORE_INDEX
+from geospade.training.validation import wasserstein_1d
+
+__all__ = [
+    "SpectralHistograms", "TextureStats", "bins_for_dtype", "find_inception_weights",
+    "frechet_distance", "gradient_magnitude", "inception_features", "load_inception", "nanmean",
+    "rgb_band_indices", "wasserstein_1d",
+]
 
 DEFAULT_BINS = 1024
-
-
-def wasserstein_1d(a: np.ndarray, b: np.ndarray) -> float:
-    """Exact 1-D Wasserstein-1 distance between two samples of values.
-
-    For equal-size samples it is the mean absolute difference of the sorted values; otherwise the
-    area between the two empirical cumulative distributions.
-
-    Args:
-        a, b: samples (any shape; flattened). Both must be non-empty.
-
-    Returns:
-        The distance, in the units of the values.
-    """
-    a = np.sort(np.asarray(a, dtype=np.float64).ravel())
-    b = np.sort(np.asarray(b, dtype=np.float64).ravel())
-    if a.size == 0 or b.size == 0:
-        raise GeospadeError("wasserstein distance needs two non-empty samples")
-    if a.size == b.size:
-        return float(np.mean(np.abs(a - b)))
-    values = np.concatenate([a, b])
-    values.sort()
-    deltas = np.diff(values)
-    cdf_a = np.searchsorted(a, values[:-1], side="right") / a.size
-    cdf_b = np.searchsorted(b, values[:-1], side="right") / b.size
-    return float(np.sum(np.abs(cdf_a - cdf_b) * deltas))
 
 
 def bins_for_dtype(dtype: str) -> int:
