@@ -53,6 +53,7 @@ class TrainConfig:
         param_free_norm: ``batch`` (frozen at inference: no seams when tiling) or ``instance``.
         num_upsampling_layers: ``normal`` (stride 32), ``more`` (64), ``most`` (128).
         spectral_norm: spectral normalisation in generator and discriminator.
+        spade_hidden: channels of each SPADE layer's shared conv (unused by CLADE).
         device: ``auto`` (cuda when available, else cpu), ``cpu``, ``cuda``, ``cuda:1`` …
         amp: ``none``, ``bf16`` (CPU or CUDA) or ``fp16`` (CUDA, with gradient scaling).
         channels_last: use the channels-last memory format (faster convolutions with bf16).
@@ -92,6 +93,7 @@ class TrainConfig:
     param_free_norm: str = "batch"
     num_upsampling_layers: str = "normal"
     spectral_norm: bool = True
+    spade_hidden: int = 128
     device: str = "auto"
     amp: str = "none"
     channels_last: bool = False
@@ -122,7 +124,7 @@ class TrainConfig:
                     f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}"
                 )
         positive = ("steps", "batch_size", "ngf", "ndf", "num_d", "n_layers_d", "z_dim",
-                    "checkpoint_every", "log_every", "val_chips")
+                    "spade_hidden", "checkpoint_every", "log_every", "val_chips")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise GeospadeError(f"{name} must be positive, not {getattr(self, name)}")
