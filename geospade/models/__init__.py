@@ -1,1 +1,28 @@
-"""geospade.models"""
+"""geospade.models: the SPADE generator, style encoder, discriminator and losses.
+
+Everything takes explicit constructor arguments; ``Generator.config`` is a plain dict that
+``build_generator`` turns back into the same model (the checkpoint's ``generator_config``).
+"""
+
+from geospade.models.discriminator import MultiscaleDiscriminator, PatchDiscriminator
+from geospade.models.encoder import StyleEncoder, kl_loss, reparameterize
+from geospade.models.generator import Generator, SPADEResBlock, UpsamplingLayers, build_generator
+from geospade.models.losses import (
+    GanMode,
+    VGGLoss,
+    bands_to_rgb,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_loss,
+    load_vgg_loss,
+)
+from geospade.models.normalization import CLADE, SPADE, NormType, ParamFreeNorm, one_hot
+from geospade.models.precision import Amp, autocast_context, cpu_supports_bf16, to_channels_last
+
+__all__ = [
+    "CLADE", "SPADE", "Amp", "GanMode", "Generator", "MultiscaleDiscriminator", "NormType",
+    "ParamFreeNorm", "PatchDiscriminator", "SPADEResBlock", "StyleEncoder", "UpsamplingLayers",
+    "VGGLoss", "autocast_context", "bands_to_rgb", "build_generator", "cpu_supports_bf16",
+    "discriminator_loss", "feature_matching_loss", "generator_loss", "kl_loss", "load_vgg_loss",
+    "one_hot", "reparameterize", "to_channels_last",
+]

@@ -1,0 +1,286 @@
+"""The SPADE generator: class map (N, H, W) -> imagery (N, bands, H, W) in [-1, 1].
+
+Architecture after Park et al. 2019 (https://arxiv.org/abs/1903.07291): a 3x3 conv on the class
+map downsampled by ``stride`` (or a linear layer on a VAE code z), then SPADE residual blocks with
+nearest upsampling between them, widths ``16, 16, 16, 8, 4, 2, 1 (, 1/2)`` x ``ngf``, and a 3x3 conv
+to the output bands with tanh.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+from geospade.errors import GeospadeError
+from geospade.models.normalization import (
+    CLADE,
+    SPADE,
+    ClassMaps,
+    NormType,
+    ParamFreeNorm,
+    _enum,
+    check_labels,
+    param_free_norm_layer,
+)
+
+INIT_GAIN = 0.02  # xavier-normal gain of every conv/linear, as in the SPADE paper's code release
+
+
+class UpsamplingLayers(str, Enum):
+    """How many times the generator doubles its first feature map: 5, 6 or 7."""
+
+    NORMAL = "normal"
+    MORE = "more"
+    MOST = "most"
+
+    @property
+    def count(self) -> int:
+        return {"normal": 5, "more": 6, "most": 7}[self.value]
+
+
+def init_weights(module: nn.Module, gain: float = INIT_GAIN) -> nn.Module:
+    """Xavier-normal weights (small gain) and zero biases for a conv or linear layer."""
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        nn.init.xavier_normal_(module.weight, gain=gain)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    return module
+
+
+def conv2d(in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
+           padding: int = 0, bias: bool = True, spectral_norm: bool = False) -> nn.Module:
+    """An initialised ``nn.Conv2d``, optionally spectrally normalised (Miyato et al. 2018)."""
+    conv = init_weights(nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
+                                  padding=padding, bias=bias))
+    return _spectral_norm(conv) if spectral_norm else conv
+
+
+def is_channels_last(weight: torch.Tensor) -> bool:
+    """Whether a conv weight (out, in, kh, kw) is stored channels-last."""
+    return weight.dim() == 4 and weight.shape[1] > 1 and weight.stride(1) == 1
+
+
+def _leaky(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, 0.2)
+
+
+class SPADEResBlock(nn.Module):
+    """A residual block with class-conditional normalisation before each conv.
+
+    ``out = shortcut(x) + conv_1(act(norm_1(conv_0(act(norm_0(x))))))``; the shortcut is
+    ``conv_s(norm_s(x))`` (1x1, no bias) when the channel count changes, else ``x``.
+
+    Args:
+        in_channels, out_channels: channels of input and output.
+        num_classes: classes of the class map.
+        norm: "spade" (conv net on the one-hot map) or "clade" (per-class lookup).
+        param_free_norm: "batch" or "instance".
+        hidden: channels of SPADE's shared conv.
+        spectral_norm: spectral norm on conv_0, conv_1 and conv_s.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, num_classes: int,
+                 norm: NormType | str = NormType.SPADE,
+                 param_free_norm: ParamFreeNorm | str = ParamFreeNorm.BATCH,
+                 hidden: int = 128, spectral_norm: bool = True) -> None:
+        super().__init__()
+        self.norm_type = _enum(NormType, norm, "norm")
+        self.learned_shortcut = in_channels != out_channels
+        middle = min(in_channels, out_channels)
+        self.conv_0 = conv2d(in_channels, middle, 3, padding=1, spectral_norm=spectral_norm)
+        self.conv_1 = conv2d(middle, out_channels, 3, padding=1, spectral_norm=spectral_norm)
+        if self.learned_shortcut:
+            self.conv_s = conv2d(in_channels, out_channels, 1, bias=False,
+                                 spectral_norm=spectral_norm)
+
+        def layer(channels: int) -> nn.Module:
+            if self.norm_type is NormType.SPADE:
+                spade = SPADE(channels, num_classes, hidden, param_free_norm)
+                init_weights(spade.mlp_shared)
+                init_weights(spade.mlp_gamma_beta)
+                return spade
+            return CLADE(channels, num_classes, param_free_norm)
+
+        self.norm_0 = layer(in_channels)
+        self.norm_1 = layer(middle)
+        if self.learned_shortcut:
+            self.norm_s = layer(in_channels)
+            # norm_s normalises the same x as norm_0 with no parameters of its own (and, for
+            # batch norm, identical running statistics), so it reuses norm_0's x_hat.
+            self.norm_s.norm = nn.Identity()
+        self.param_free_norm = _enum(ParamFreeNorm, param_free_norm, "param_free_norm")
+
+    def _spade_layers(self) -> list[SPADE]:
+        layers = [self.norm_0, self.norm_1]
+        if self.learned_shortcut:
+            layers.append(self.norm_s)
+        return layers
+
+    def forward(self, x: torch.Tensor, maps: ClassMaps) -> torch.Tensor:
+        """Apply the block to ``x`` (N, C_in, h, w) conditioned on the class map ``maps``."""
+        size = (x.shape[-2], x.shape[-1])
+        x_hat = self.norm_0.normalize(x)
+        if self.norm_type is NormType.SPADE:
+            # The shared convs of the block's SPADE layers all read the same one-hot map: run
+            # them as one conv with their weights stacked (same function, one larger GEMM).
+            layers = self._spade_layers()
+            segmap = maps.onehot_at(size).to(x.dtype)
+            weight = torch.cat([layer.mlp_shared.weight for layer in layers])
+            bias = torch.cat([layer.mlp_shared.bias for layer in layers])
+            pad = self.norm_0.mlp_shared.padding
+            hidden = F.relu(F.conv2d(segmap, weight, bias, padding=pad))
+            conds = hidden.split([layer.hidden for layer in layers], dim=1)
+        else:
+            labels = maps.labels_at(size)
+            conds = (labels, labels, labels)
+        if self.learned_shortcut:
+            x_s = self.conv_s(self.norm_s.modulate(x_hat, conds[2]))
+        else:
+            x_s = x
+        dx = self.conv_0(_leaky(self.norm_0.modulate(x_hat, conds[0])))
+        dx = self.conv_1(_leaky(self.norm_1.modulate(self.norm_1.normalize(dx), conds[1])))
+        return x_s + dx
+
+
+class Generator(nn.Module):
+    """SPADE generator.
+
+    Args:
+        num_classes: classes of the class map (indices 0..K-1; 255 = ignore).
+        out_channels: imagery bands (4 for NAIP).
+        ngf: base width; the blocks have 16, 16, 16, 8, 4, 2, 1 (and 1/2 with "most") x ngf.
+        num_upsampling_layers: "normal" (5 doublings, stride 32), "more" (6) or "most" (7).
+        crop_size: chip size the model is trained on (fixes z's grid when ``use_vae``).
+        norm: "spade" or "clade".
+        param_free_norm: "batch" or "instance".
+        use_vae: input is a code z (from the style encoder, or N(0, 1)) instead of the class map.
+        z_dim: size of z.
+        spectral_norm: spectral norm on the residual blocks' convs.
+        hidden: channels of SPADE's shared conv.
+    """
+
+    def __init__(self, num_classes: int, out_channels: int, ngf: int = 64,
+                 num_upsampling_layers: UpsamplingLayers | str = UpsamplingLayers.NORMAL,
+                 crop_size: int = 256, norm: NormType | str = NormType.SPADE,
+                 param_free_norm: ParamFreeNorm | str = ParamFreeNorm.BATCH,
+                 use_vae: bool = False, z_dim: int = 256, spectral_norm: bool = True,
+                 hidden: int = 128) -> None:
+        super().__init__()
+        ups = _enum(UpsamplingLayers, num_upsampling_layers, "num_upsampling_layers")
+        norm = _enum(NormType, norm, "norm")
+        pfn = _enum(ParamFreeNorm, param_free_norm, "param_free_norm")
+        if num_classes < 1 or num_classes >= 255:
+            raise GeospadeError(f"num_classes must be 1..254, got {num_classes}")
+        if out_channels < 1:
+            raise GeospadeError(f"out_channels must be at least 1, got {out_channels}")
+        if ngf < 2 or hidden < 1 or z_dim < 1:
+            raise GeospadeError("ngf must be at least 2; hidden and z_dim at least 1")
+        self.stride = 2 ** ups.count
+        if crop_size < self.stride or crop_size % self.stride:
+            raise GeospadeError(
+                f"crop size {crop_size} is not a multiple of the generator's stride {self.stride}"
+            )
+        self._config = {
+            "num_classes": int(num_classes), "out_channels": int(out_channels), "ngf": int(ngf),
+            "num_upsampling_layers": ups.value, "crop_size": int(crop_size), "norm": norm.value,
+            "param_free_norm": pfn.value, "use_vae": bool(use_vae), "z_dim": int(z_dim),
+            "spectral_norm": bool(spectral_norm), "hidden": int(hidden),
+        }
+        self.num_classes = num_classes
+        self.out_channels = out_channels
+        self.use_vae = use_vae
+        self.z_dim = z_dim
+        self.crop_size = crop_size
+        self.first_channels = 16 * ngf
+
+        if use_vae:
+            side = crop_size // self.stride
+            self.fc = init_weights(nn.Linear(z_dim, self.first_channels * side * side))
+        else:
+            self.fc = conv2d(num_classes, self.first_channels, 3, padding=1)
+
+        # (in, out, upsample before the block)
+        widths = [(16, 16, False), (16, 16, True), (16, 16, ups is not UpsamplingLayers.NORMAL),
+                  (16, 8, True), (8, 4, True), (4, 2, True), (2, 1, True)]
+        blocks = [(ngf * i, ngf * o, up) for i, o, up in widths]
+        if ups is UpsamplingLayers.MOST:
+            blocks.append((ngf, ngf // 2, True))
+        self.upsample_before = [up for _, _, up in blocks]
+        self.blocks = nn.ModuleList(
+            SPADEResBlock(i, o, num_classes, norm, pfn, hidden, spectral_norm)
+            for i, o, _ in blocks
+        )
+        self.conv_img = conv2d(blocks[-1][1], out_channels, 3, padding=1)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Constructor keyword arguments (plain JSON values): ``build_generator(g.config)``."""
+        return dict(self._config)
+
+    def forward(self, labels: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Generate imagery for a class map.
+
+        Args:
+            labels: class indices (N, H, W), integer, 255 = ignore; H and W multiples of
+                ``stride`` (equal to ``crop_size`` with ``use_vae``).
+            z: (N, z_dim) code when ``use_vae``; None draws it from N(0, 1).
+
+        Returns:
+            (N, out_channels, H, W) in [-1, 1].
+        """
+        check_labels(labels, self.num_classes)
+        n, height, width = labels.shape
+        if height % self.stride or width % self.stride or height == 0 or width == 0:
+            raise GeospadeError(
+                f"class map size {height}x{width} is not a multiple of the generator's stride "
+                f"{self.stride}"
+            )
+        weight = self.conv_img.weight
+        fmt = torch.channels_last if is_channels_last(weight) else torch.contiguous_format
+        maps = ClassMaps(labels, self.num_classes, memory_format=fmt, dtype=weight.dtype)
+        size = (height // self.stride, width // self.stride)
+        if size == (1, 1) and self._config["param_free_norm"] == ParamFreeNorm.INSTANCE.value:
+            raise GeospadeError(
+                f"instance norm needs a first feature map larger than 1x1: use chips of at least "
+                f"{2 * self.stride} px (2 x the generator's stride) or batch norm"
+            )
+        if self.use_vae:
+            if (height, width) != (self.crop_size, self.crop_size):
+                raise GeospadeError(
+                    f"with use_vae the class map must be {self.crop_size}x{self.crop_size} (the "
+                    f"crop size), got {height}x{width}"
+                )
+            if z is None:
+                z = torch.randn(n, self.z_dim, device=labels.device, dtype=weight.dtype)
+            x = self.fc(z).view(n, self.first_channels, *size)
+            x = x.contiguous(memory_format=fmt)
+        else:
+            x = self.fc(maps.onehot_at(size))
+        for up, block in zip(self.upsample_before, self.blocks, strict=True):
+            if up:
+                x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            x = block(x, maps)
+        return torch.tanh(self.conv_img(_leaky(x)))
+
+
+def build_generator(config: dict[str, Any]) -> Generator:
+    """Rebuild a :class:`Generator` from its ``config`` (e.g. a checkpoint's generator_config)."""
+    if not isinstance(config, dict):
+        raise GeospadeError("generator config must be a dict of Generator arguments")
+    known = Generator.__init__.__code__.co_varnames[1:Generator.__init__.__code__.co_argcount]
+    unknown = sorted(set(config) - set(known))
+    if unknown:
+        raise GeospadeError(f"unknown generator config keys: {', '.join(unknown)}")
+    missing = [k for k in ("num_classes", "out_channels") if k not in config]
+    if missing:
+        raise GeospadeError(f"generator config lacks {', '.join(missing)}")
+    return Generator(**config)
+
+
+__all__ = ["Generator", "SPADEResBlock", "UpsamplingLayers", "build_generator", "conv2d",
+           "init_weights", "param_free_norm_layer"]

@@ -1,0 +1,250 @@
+"""Class-conditional normalisation layers: SPADE (Park et al. 2019) and CLADE (Tan et al. 2021).
+
+Both normalise activations without parameters (batch or instance statistics) and then modulate
+them per pixel with ``x_hat * (1 + gamma) + beta``, where gamma and beta come from the class map:
+
+* SPADE computes them with a small conv net on the one-hot class map resized (nearest) to the
+  activation's size: ``relu(conv(onehot)) -> conv -> (gamma, beta)``. The gamma and beta convs are
+  stored as one conv with ``2 * num_features`` outputs — the same function as two separate convs,
+  but one larger matrix product instead of two smaller ones.
+* CLADE looks gamma and beta up per class (a table of ``num_classes x num_features``), which drops
+  almost all of SPADE's conditioning FLOPs. https://arxiv.org/abs/2012.04644
+
+Pixels whose class is the ignore index (255) have an all-zero one-hot vector: SPADE sees zeros
+there and CLADE uses a fixed zero row (gamma = beta = 0, plain normalisation).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geospade.errors import GeospadeError
+from geospade.schemes import IGNORE_INDEX
+
+
+class NormType(str, Enum):
+    """Which class-conditional normalisation the generator uses."""
+
+    SPADE = "spade"
+    CLADE = "clade"
+
+
+class ParamFreeNorm(str, Enum):
+    """The parameter-free normalisation applied before the modulation."""
+
+    BATCH = "batch"
+    INSTANCE = "instance"
+
+
+def _enum(cls: type[Enum], value: object, what: str) -> Enum:
+    try:
+        return cls(value)
+    except ValueError:
+        choices = ", ".join(repr(m.value) for m in cls)
+        raise GeospadeError(f"unknown {what} {value!r} (choose from {choices})") from None
+
+
+def check_labels(labels: torch.Tensor, num_classes: int) -> None:
+    """Raise :class:`GeospadeError` unless ``labels`` is (N, H, W) integer with values in
+    ``0..num_classes-1`` or the ignore index 255."""
+    if labels.dim() != 3:
+        raise GeospadeError(f"class map must have shape (N, H, W), got {tuple(labels.shape)}")
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise GeospadeError(f"class map must be an integer tensor, got {labels.dtype}")
+    bad = ((labels < 0) | (labels >= num_classes)) & (labels != IGNORE_INDEX)
+    if bool(bad.any()):
+        values = torch.unique(labels[bad])[:8].tolist()
+        raise GeospadeError(
+            f"class map has values {values} outside 0..{num_classes - 1} (and not the ignore "
+            f"index {IGNORE_INDEX})"
+        )
+
+
+def one_hot(labels: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.float32
+            ) -> torch.Tensor:
+    """One-hot encode class indices ``(N, H, W)`` to ``(N, num_classes, H, W)``.
+
+    The ignore index (255; in fact any value outside ``0..num_classes-1``) gives an all-zero vector.
+    """
+    if labels.dim() == 4:  # already one-hot (N, K, H, W)
+        return labels.to(dtype)
+    labels = labels.long()
+    valid = (labels >= 0) & (labels < num_classes)
+    index = torch.where(valid, labels, num_classes)
+    out = F.one_hot(index, num_classes + 1)[..., :num_classes]
+    return out.permute(0, 3, 1, 2).to(dtype).contiguous()
+
+
+def nearest_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize an integer class map ``(N, H, W)`` to ``size`` with nearest neighbour.
+
+    Gives exactly what ``F.interpolate(onehot, size, mode="nearest")`` gives on the one-hot map
+    (source pixel ``floor(i * H / h)``), but on the small integer map.
+    """
+    h, w = size
+    big_h, big_w = labels.shape[-2:]
+    if (h, w) == (big_h, big_w):
+        return labels
+    if big_h % h == 0 and big_w % w == 0:
+        return labels[..., :: big_h // h, :: big_w // w]
+    rows = (torch.arange(h, device=labels.device) * (big_h / h)).floor().long()
+    cols = (torch.arange(w, device=labels.device) * (big_w / w)).floor().long()
+    return labels[..., rows[:, None], cols[None, :]]
+
+
+class ClassMaps:
+    """The class map of one forward pass, resized and one-hot encoded once per resolution.
+
+    The reference SPADE code resizes the one-hot map in every SPADE layer; a generator forward
+    needs each resolution several times, so it is computed once and reused.
+    """
+
+    def __init__(self, labels: torch.Tensor, num_classes: int,
+                 memory_format: torch.memory_format = torch.contiguous_format,
+                 dtype: torch.dtype = torch.float32) -> None:
+        self.labels = labels
+        self.num_classes = num_classes
+        self.memory_format = memory_format
+        self.dtype = dtype
+        self._labels: dict[tuple[int, int], torch.Tensor] = {}
+        self._onehot: dict[tuple[int, int], torch.Tensor] = {}
+
+    def labels_at(self, size: tuple[int, int]) -> torch.Tensor:
+        """Class indices ``(N, h, w)`` at ``size`` (nearest)."""
+        size = (int(size[0]), int(size[1]))
+        if size not in self._labels:
+            self._labels[size] = nearest_labels(self.labels, size).contiguous()
+        return self._labels[size]
+
+    def onehot_at(self, size: tuple[int, int]) -> torch.Tensor:
+        """One-hot map ``(N, K, h, w)`` at ``size`` (nearest)."""
+        size = (int(size[0]), int(size[1]))
+        if size not in self._onehot:
+            onehot = one_hot(self.labels_at(size), self.num_classes, self.dtype)
+            self._onehot[size] = onehot.contiguous(memory_format=self.memory_format)
+        return self._onehot[size]
+
+
+def param_free_norm_layer(kind: ParamFreeNorm | str, num_features: int) -> nn.Module:
+    """Batch or instance normalisation without affine parameters."""
+    kind = _enum(ParamFreeNorm, kind, "param_free_norm")
+    if kind is ParamFreeNorm.BATCH:
+        return nn.BatchNorm2d(num_features, affine=False)
+    return nn.InstanceNorm2d(num_features, affine=False)
+
+
+def modulate(normalized: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """``normalized * (1 + gamma) + beta``."""
+    return torch.addcmul(beta, normalized, gamma + 1)
+
+
+class SPADE(nn.Module):
+    """Spatially-adaptive normalisation: ``norm(x) * (1 + gamma(m)) + beta(m)``.
+
+    Args:
+        num_features: channels of the activations ``x``.
+        num_classes: classes of the class map (one-hot channels).
+        hidden: channels of the shared conv (the reference hard-codes 128).
+        param_free_norm: "batch" (default; frozen statistics at inference keep tiles seamless)
+            or "instance".
+        kernel_size: of the three convs.
+    """
+
+    def __init__(self, num_features: int, num_classes: int, hidden: int = 128,
+                 param_free_norm: ParamFreeNorm | str = ParamFreeNorm.BATCH,
+                 kernel_size: int = 3) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.num_classes = num_classes
+        self.hidden = hidden
+        self.norm = param_free_norm_layer(param_free_norm, num_features)
+        pad = kernel_size // 2
+        self.mlp_shared = nn.Conv2d(num_classes, hidden, kernel_size, padding=pad)
+        # gamma = first num_features outputs, beta = the rest.
+        self.mlp_gamma_beta = nn.Conv2d(hidden, 2 * num_features, kernel_size, padding=pad)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
+
+    def hidden_features(self, segmap: torch.Tensor) -> torch.Tensor:
+        """``relu(mlp_shared(segmap))`` for a one-hot map already at the activation's size."""
+        return F.relu(self.mlp_shared(segmap))
+
+    def modulate(self, normalized: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """Apply gamma/beta computed from the shared conv's output ``hidden``."""
+        gamma, beta = self.mlp_gamma_beta(hidden).chunk(2, dim=1)
+        return modulate(normalized, gamma, beta)
+
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
+        """Normalise ``x`` (N, C, h, w) and modulate it by ``segmap``.
+
+        Args:
+            x: activations.
+            segmap: one-hot class map (N, K, H, W) of any size (resized with nearest), or class
+                indices (N, H, W) with 255 = ignore.
+
+        Returns:
+            (N, C, h, w) tensor.
+        """
+        size = x.shape[-2:]
+        if segmap.dim() == 3:
+            segmap = one_hot(nearest_labels(segmap, size), self.num_classes, x.dtype)
+        elif segmap.shape[-2:] != size:
+            segmap = F.interpolate(segmap, size=size, mode="nearest")
+        return self.modulate(self.normalize(x), self.hidden_features(segmap.to(x.dtype)))
+
+
+class CLADE(nn.Module):
+    """Class-adaptive normalisation: ``norm(x) * (1 + gamma[c]) + beta[c]`` per class c.
+
+    Args:
+        num_features: channels of the activations ``x``.
+        num_classes: classes of the class map.
+        param_free_norm: "batch" (default) or "instance".
+    """
+
+    def __init__(self, num_features: int, num_classes: int,
+                 param_free_norm: ParamFreeNorm | str = ParamFreeNorm.BATCH) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.num_classes = num_classes
+        self.norm = param_free_norm_layer(param_free_norm, num_features)
+        # Row num_classes is the ignore row: zero and never trained (padding_idx).
+        self.gamma_beta = nn.Embedding(num_classes + 1, 2 * num_features, padding_idx=num_classes)
+        nn.init.normal_(self.gamma_beta.weight, 0.0, 0.02)
+        with torch.no_grad():
+            self.gamma_beta.weight[num_classes].zero_()
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
+
+    def modulate(self, normalized: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Apply the per-class gamma/beta of ``labels`` (N, h, w) at the activation's size."""
+        index = torch.where((labels >= 0) & (labels < self.num_classes), labels, self.num_classes)
+        # (N, h, w, 2C) viewed as (N, 2C, h, w): channels-last strides, no copy.
+        table = self.gamma_beta.weight.to(normalized.dtype)
+        gamma_beta = F.embedding(index, table).permute(0, 3, 1, 2)
+        gamma, beta = gamma_beta.chunk(2, dim=1)
+        return modulate(normalized, gamma, beta)
+
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
+        """Normalise ``x`` (N, C, h, w) and modulate it by the class map.
+
+        Args:
+            x: activations.
+            segmap: class indices (N, H, W) (255 = ignore) or a one-hot map (N, K, H, W), any
+                size (nearest).
+
+        Returns:
+            (N, C, h, w) tensor.
+        """
+        size = tuple(x.shape[-2:])
+        if segmap.dim() == 4:
+            valid = segmap.sum(dim=1) > 0
+            segmap = torch.where(valid, segmap.argmax(dim=1), IGNORE_INDEX)
+        return self.modulate(self.normalize(x), nearest_labels(segmap, size))
+

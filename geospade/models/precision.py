@@ -1,0 +1,61 @@
+"""Memory layout and mixed precision for the models (used by training and synthesis).
+
+On CPUs with AMX and on GPUs, bf16 convolutions are fastest with channels-last tensors; the
+generator and discriminator keep whatever layout their weights have, so converting the modules
+once is enough.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from enum import Enum
+
+import torch
+from torch import nn
+
+from geospade.errors import GeospadeError
+from geospade.models.normalization import _enum
+
+
+class Amp(str, Enum):
+    """Autocast precision: off, bfloat16 or float16 (fp16: CUDA only)."""
+
+    OFF = "off"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """Store ``module``'s 4-D parameters and buffers channels-last (in place); returns it."""
+    return module.to(memory_format=torch.channels_last)
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU has native bf16 instructions (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available()
+                    and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast_context(device: torch.device | str, amp: Amp | str | None = None
+                     ) -> contextlib.AbstractContextManager:
+    """The autocast context for ``device`` and ``amp`` ("off"/None, "bf16", "fp16").
+
+    Raises:
+        GeospadeError: fp16 on a CPU, or bf16 on a device that does not support it.
+    """
+    amp = Amp.OFF if amp is None else _enum(Amp, amp, "amp")
+    device = torch.device(device)
+    if amp is Amp.OFF:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp is Amp.BF16 else torch.float16
+    if device.type == "cpu":
+        if amp is Amp.FP16:
+            raise GeospadeError("--amp fp16 needs a CUDA device; on a CPU use --amp bf16")
+        if not cpu_supports_bf16():
+            raise GeospadeError("--amp bf16: this CPU has no native bf16 support")
+    elif device.type == "cuda" and amp is Amp.BF16 and not torch.cuda.is_bf16_supported():
+        raise GeospadeError("--amp bf16: this GPU does not support bf16")
+    return torch.autocast(device_type=device.type, dtype=dtype)
