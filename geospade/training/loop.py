@@ -194,9 +194,13 @@ def _build_models(cfg: TrainConfig, num_classes: int, bands: int, chip_size: int
         num_classes, bands, ndf=cfg.ndf, n_layers=cfg.n_layers_d, num_d=cfg.num_d,
         spectral_norm=cfg.spectral_norm,
     )
-    encoder = StyleEncoder(bands, ndf=cfg.ndf, z_dim=cfg.z_dim,
-                           spectral_norm=cfg.spectral_norm) if cfg.use_vae else None
+    encoder = StyleEncoder(bands, **_encoder_config(cfg, chip_size)) if cfg.use_vae else None
     return generator, discriminator, encoder
+
+
+def _encoder_config(cfg: TrainConfig, chip_size: int) -> dict[str, Any]:
+    return {"ndf": cfg.ndf, "z_dim": cfg.z_dim, "crop_size": chip_size,
+            "spectral_norm": cfg.spectral_norm}
 
 
 def _lr_factor(step: int, total: int, decay_start: int | None) -> float:
@@ -401,19 +405,18 @@ def train(
     """
     run_dir = Path(run_dir)
     cfg = resolve_config(config, **overrides)
-    _prepare_run_dir(run_dir, resume, overwrite)
-    dataset = ChipDataset(chips, "train", augment=cfg.augment, seed=cfg.seed)
-    ckpt_path = run_dir / CHECKPOINT_NAME
-    ckpt = None
-    if resume:
-        ckpt = load_checkpoint(ckpt_path)
-        cfg = _merge_resume_config(ckpt.get("config") or {}, cfg, overrides)
-        _check_resume(ckpt, cfg, dataset, ckpt_path)
-        dataset = ChipDataset(chips, "train", augment=cfg.augment, seed=cfg.seed)
-
     ddp = _init_distributed(cfg.device if cfg.device != "auto" else
                             ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
+        # Every rank checks the same inputs (and fails the same way) before rank 0 writes.
+        _prepare_run_dir(run_dir, resume, overwrite)
+        dataset = ChipDataset(chips, "train", augment=cfg.augment, seed=cfg.seed)
+        ckpt = None
+        if resume:
+            ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME)
+            cfg = _merge_resume_config(ckpt.get("config") or {}, cfg, overrides)
+            _check_resume(ckpt, cfg, dataset, run_dir / CHECKPOINT_NAME)
+            dataset = ChipDataset(chips, "train", augment=cfg.augment, seed=cfg.seed)
         return _train(dataset, chips, run_dir, cfg, ckpt, resume, overwrite, quiet, callback, ddp)
     finally:
         if ddp.owned:
@@ -449,6 +452,8 @@ def _train(dataset: ChipDataset, chips: str | Path, run_dir: Path, cfg: TrainCon
         val = None
 
     # Everything is validated: now the run folder may change.
+    if ddp.world > 1:
+        dist.barrier()
     if ddp.main:
         if overwrite and run_dir.exists():
             shutil.rmtree(run_dir) if run_dir.is_dir() else run_dir.unlink()
@@ -513,11 +518,22 @@ def _train(dataset: ChipDataset, chips: str | Path, run_dir: Path, cfg: TrainCon
         }
         if encoder is not None:
             data["encoder"] = _cpu_state(encoder)
+            data["encoder_config"] = {"in_channels": bands, **_encoder_config(cfg, size)}
         return data
 
     def checkpoint() -> None:
-        if ddp.main:
-            save_checkpoint(ckpt_path, payload())
+        if not ddp.main:
+            return
+        # Never replace a good checkpoint with weights that overflowed.
+        for name, module in (("generator", generator), ("discriminator", discriminator)):
+            if not all(bool(torch.isfinite(p).all()) for p in module.parameters()):
+                raise GeospadeError(
+                    f"{name} weights became NaN/inf by step {step}; training stopped, "
+                    + (f"the last good checkpoint ({ckpt_path}) is intact"
+                       if ckpt_path.is_file() else "no checkpoint was written")
+                    + " (try lower learning rates or --amp none)"
+                )
+        save_checkpoint(ckpt_path, payload())
 
     metrics = _Metrics(run_dir / "metrics.csv", step if resume else None, ddp.main)
     fixed_batch = _fixed_batch(val if val is not None else dataset, 4)
@@ -580,7 +596,11 @@ def _train(dataset: ChipDataset, chips: str | Path, run_dir: Path, cfg: TrainCon
                     preds = d_train(torch.cat([labels, labels]), both)
                     d_fake, d_real = _split_batch(preds)
                     loss_d = terms["d"] = discriminator_loss(d_real, d_fake, cfg.gan_mode)
-                values = {k: float(v.detach()) for k, v in terms.items()}
+                stacked = torch.stack([v.detach().float() for v in terms.values()])
+                if ddp.world > 1:  # every rank sees a NaN on any rank, and stops with it
+                    dist.all_reduce(stacked)
+                    stacked /= ddp.world
+                values = dict(zip(terms, stacked.tolist(), strict=True))
                 bad = [k for k, v in values.items() if not math.isfinite(v)]
                 if bad:
                     raise GeospadeError(
