@@ -47,14 +47,17 @@ class ClassScheme:
         if not self.classes:
             raise GeospadeError(f"class scheme {self.name!r} has no classes")
         if len(self.classes) >= IGNORE_INDEX:
-            raise GeospadeError(f"class scheme {self.name!r} has more than {IGNORE_INDEX - 1} classes")
+            raise GeospadeError(
+                f"class scheme {self.name!r} has more than {IGNORE_INDEX - 1} classes"
+            )
         values = [c.value for c in self.classes]
         if len(set(values)) != len(values):
             raise GeospadeError(f"class scheme {self.name!r} repeats a raw value")
         clash = set(values) & (set(self.nodata) | set(self.ignore))
         if clash:
             raise GeospadeError(
-                f"class scheme {self.name!r}: values {sorted(clash)} are both a class and nodata/ignore"
+                f"class scheme {self.name!r}: values {sorted(clash)} "
+                "are both a class and nodata/ignore"
             )
 
     @property
@@ -80,7 +83,7 @@ class ClassScheme:
         return cmap
 
     def index_of(self, value_or_name: int | str) -> int:
-        """Class index for a raw value (int or numeric string) or a class name (case-insensitive)."""
+        """Class index for a raw value (int or numeric string) or a class name (any case)."""
         if isinstance(value_or_name, str):
             key = value_or_name.strip().lower()
             for i, c in enumerate(self.classes):
@@ -118,7 +121,7 @@ class ClassScheme:
         if known.all():
             return {}
         vals, counts = np.unique(raw[~known], return_counts=True)
-        return {_plain_number(v): int(n) for v, n in zip(vals, counts)}
+        return {_plain_number(v): int(n) for v, n in zip(vals, counts, strict=True)}
 
     def encode(
         self,
@@ -139,6 +142,8 @@ class ClassScheme:
         """
         if unknown not in ("error", "ignore"):
             raise ValueError("unknown must be 'error' or 'ignore'")
+        if raw.dtype.kind in "ui" and raw.dtype.itemsize <= 2 and raw.size:
+            return self._encode_lookup(raw, file_nodata, unknown)
         unlabelled = self.unlabelled_mask(raw, file_nodata)
         out = np.full(raw.shape, IGNORE_INDEX, dtype=np.uint8)
         matched = unlabelled.copy()
@@ -150,6 +155,28 @@ class ClassScheme:
             raise UnknownClassValuesError(self, self.unknown_counts(raw, file_nodata))
         return out
 
+    def _encode_lookup(
+        self, raw: np.ndarray, file_nodata: float | None, unknown: str
+    ) -> np.ndarray:
+        """:meth:`encode` for 8/16-bit integer rasters: one table lookup per pixel."""
+        info = np.iinfo(raw.dtype)
+        # Table over the dtype's whole range; -1 marks values outside the scheme.
+        table = np.full(int(info.max) - int(info.min) + 1, -1, dtype=np.int16)
+        unlabelled = [*self.nodata, *self.ignore, *(() if file_nodata is None else (file_nodata,))]
+        for v in unlabelled:
+            if v is not None and float(v).is_integer() and info.min <= v <= info.max:
+                table[int(v) - int(info.min)] = IGNORE_INDEX
+        for i, v in enumerate(self.values):
+            if info.min <= v <= info.max:
+                table[v - int(info.min)] = i
+        looked_up = table[raw.astype(np.int32) - int(info.min) if info.min else raw]
+        outside = looked_up < 0
+        if outside.any():
+            if unknown == "error":
+                raise UnknownClassValuesError(self, self.unknown_counts(raw, file_nodata))
+            looked_up[outside] = IGNORE_INDEX
+        return looked_up.astype(np.uint8)
+
     # -- (de)serialisation ----------------------------------------------------------------------
 
     def to_dict(self) -> dict:
@@ -159,7 +186,7 @@ class ClassScheme:
             "nodata": [_plain_number(v) for v in self.nodata],
             "ignore": [_plain_number(v) for v in self.ignore],
             "classes": [
-                {"value": c.value, "name": c.name, "color": "#%02x%02x%02x" % c.color}
+                {"value": c.value, "name": c.name, "color": "#{:02x}{:02x}{:02x}".format(*c.color)}
                 for c in self.classes
             ],
         }

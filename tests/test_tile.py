@@ -11,6 +11,7 @@ import rasterio
 from rasterio.windows import Window
 
 from geospade.normalization import BandStats
+from geospade.raster.tiling import tile
 from geospade.schemes import CHESAPEAKE7, IGNORE_INDEX
 
 
@@ -48,3 +49,244 @@ def test_manifest_lists_counts_bands_and_sources(chip_store, landscape_pair):
         assert manifest["sources"]["landcover"]["transform"] == list(lab.transform)[:6]
     pixels = np.sum([manifest["class_pixels"][s] for s in ("train", "val", "test")], axis=0)
     np.testing.assert_array_equal(pixels, counts[: CHESAPEAKE7.num_classes])
+
+
+def index_of(store):
+    return gpd.read_file(store / "index.gpkg", layer="chips").sort_values("id")
+
+
+def reproject_raster(src_path, dst_path, crs, resolution):
+    """Warp a raster into another CRS (bilinear), as a user's imagery in another CRS would be."""
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    with rasterio.open(src_path) as src:
+        transform, width, height = calculate_default_transform(
+            src.crs, crs, src.width, src.height, *src.bounds, resolution=resolution
+        )
+        profile = dict(src.profile, crs=crs, transform=transform, width=width, height=height,
+                       tiled=False, compress=None, photometric="minisblack")
+        profile.pop("blockxsize", None)
+        profile.pop("blockysize", None)
+        with rasterio.open(dst_path, "w", **profile) as dst:
+            for b in range(1, src.count + 1):
+                reproject(rasterio.band(src, b), rasterio.band(dst, b),
+                          resampling=Resampling.bilinear)
+            dst.descriptions = src.descriptions
+
+
+@pytest.mark.parametrize("crs, resolution", [("EPSG:4326", 1e-5), ("EPSG:3857", 1.2)])
+def test_imagery_in_another_crs_is_warped_onto_the_label_grid(tmp_path, landscape_pair, crs,
+                                                              resolution):
+    landcover, imagery = landscape_pair
+    other = tmp_path / "imagery_other.tif"
+    reproject_raster(imagery, other, crs, resolution)
+    out = tmp_path / "chips"
+    summary = tile(landcover, other, out, size=64, max_nodata=1.0, quiet=True)
+    assert summary.warped
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["warped"] is True
+    index = index_of(out)
+    with rasterio.open(landcover) as lab, rasterio.open(imagery) as truth:
+        for row in index.itertuples():
+            window = Window(row.col_off, row.row_off, 64, 64)
+            with rasterio.open(out / row.image) as chip:
+                # The chip lies on the land-cover grid, not the imagery's.
+                assert chip.crs == lab.crs
+                assert chip.transform == lab.window_transform(window)
+                assert chip.dtypes[0] == "uint8" and chip.count == 4
+                image = chip.read().astype(float)
+                valid = chip.read_masks(1) > 0 if chip.nodata is not None else None
+            with rasterio.open(out / row.mask) as m:
+                mask = m.read(1)
+            expected = truth.read(window=window).astype(float)
+            ok = (mask != 255) if valid is None else valid & (mask != 255)
+            if ok.sum() < 500:
+                continue
+            # Geometry: the warped imagery matches the imagery that was aligned with the labels.
+            r = np.corrcoef(image[3][ok], expected[3][ok])[0, 1]
+            assert r > 0.9, (row.id, r)
+    # The label-driven pattern: NIR is higher over tree canopy than over roads and water.
+    forest, roads = [], []
+    for row in index.itertuples():
+        with rasterio.open(out / row.image) as chip, rasterio.open(out / row.mask) as m:
+            nir, mask = chip.read(4), m.read(1)
+        forest.append(nir[mask == 1])
+        roads.append(nir[mask == 5])
+    assert np.concatenate(forest).mean() > np.concatenate(roads).mean() + 40
+
+
+def test_imagery_on_a_pixel_shifted_larger_grid_is_read_without_warping(tmp_path, landscape_pair):
+    landcover, imagery = landscape_pair
+    with rasterio.open(imagery) as src:
+        data, transform, crs = src.read(), src.transform, src.crs
+    # Imagery starting 10 px right of and 20 px below the land cover's origin, 40 px short.
+    shifted = tmp_path / "shifted.tif"
+    with rasterio.open(shifted, "w", driver="GTiff", width=216, height=236, count=4,
+                       dtype="uint8", crs=crs.to_proj4(),
+                       transform=transform * transform.translation(10, 20)) as dst:
+        dst.write(data[:, 20:, 10:226])
+    out = tmp_path / "chips"
+    summary = tile(landcover, shifted, out, size=64, quiet=True)
+    assert not summary.warped  # proj4 spelling of the same CRS counts as the same CRS
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["area"] == {"row_off": 20, "col_off": 10, "width": 216, "height": 236}
+    index = index_of(out)
+    # Windows cover the overlap; the last row/column is shifted back to its edge.
+    assert sorted(set(index.row_off)) == [20, 84, 148, 192]
+    assert sorted(set(index.col_off)) == [10, 74, 138, 162]
+    for row in index.itertuples():
+        window = Window(row.col_off, row.row_off, 64, 64)
+        with rasterio.open(out / row.image) as chip:
+            np.testing.assert_array_equal(chip.read(), data[:, row.row_off : row.row_off + 64,
+                                                            row.col_off : row.col_off + 64])
+            assert chip.transform == rasterio.windows.transform(window, transform)
+
+
+def test_overlapping_chips_never_straddle_train_and_val(tmp_path, landscape_pair):
+    out = tmp_path / "chips"
+    summary = tile(*landscape_pair, out, size=32, stride=16, block=3, val_fraction=0.3,
+                   test_fraction=0.2, seed=3, quiet=True)
+    index = index_of(out)
+    assert set(index.split) == {"train", "val", "test"}
+    assert summary.dropped["straddles_split"] > 0
+    train = index[index.split == "train"].geometry.union_all()
+    for split in ("val", "test"):
+        held_out = index[index.split == split].geometry.union_all()
+        assert held_out.intersection(train).area == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"] == index.split.value_counts().reindex(
+        ["train", "val", "test"], fill_value=0).to_dict()
+    assert manifest["dropped"]["straddles_split"] == summary.dropped["straddles_split"]
+
+
+def test_float_labels_with_integral_values_give_the_same_masks(tmp_path, landscape_pair):
+    landcover, imagery = landscape_pair
+    with rasterio.open(landcover) as src:
+        profile, data = src.profile, src.read(1)
+    floats = tmp_path / "lc_float.tif"
+    profile.update(dtype="float32", nodata=-9999.0)
+    values = data.astype(np.float32)
+    values[:8, :8] = -9999.0
+    with rasterio.open(floats, "w", **profile) as dst:
+        dst.write(values, 1)
+    tile(floats, imagery, tmp_path / "a", size=64, max_nodata=0.5, quiet=True)
+    tile(landcover, imagery, tmp_path / "b", size=64, quiet=True)
+    for name in ("000000_000064", "000128_000192"):
+        with rasterio.open(tmp_path / "a" / "masks" / f"{name}.tif") as a, rasterio.open(
+            tmp_path / "b" / "masks" / f"{name}.tif"
+        ) as b:
+            np.testing.assert_array_equal(a.read(), b.read())
+    with rasterio.open(tmp_path / "a" / "masks" / "000000_000000.tif") as a:
+        corner = a.read(1)
+    assert (corner[:8, :8] == 255).all() and (corner[8:, 8:] != 255).all()
+
+
+def test_nodata_is_ignore_never_class_zero_and_max_nodata_filters(tmp_path):
+    from geospade.landscape import make_landscape
+
+    paths = make_landscape(tmp_path / "lc.tif", tmp_path / "img.tif", width=128, height=128,
+                           nodata_fraction=0.5, feature_scale=0.3)
+    lc, img = paths.landcover, paths.imagery
+    strict = tile(lc, img, tmp_path / "strict", size=32, quiet=True)
+    loose = tile(lc, img, tmp_path / "loose", size=32, max_nodata=1.0, quiet=True)
+    assert loose.total == 16 and strict.total + strict.dropped["nodata"] == 16
+    assert strict.dropped["nodata"] > 0
+    index = index_of(tmp_path / "loose")
+    with rasterio.open(lc) as src:
+        raw = src.read(1)
+    for row in index.itertuples():
+        with rasterio.open(tmp_path / "loose" / row.mask) as m:
+            mask = m.read(1)
+        window_raw = raw[row.row_off : row.row_off + 32, row.col_off : row.col_off + 32]
+        assert ((window_raw == 0) == (mask == 255)).all()  # 0 is chesapeake7 nodata
+        assert row.nodata_fraction == pytest.approx((mask == 255).mean())
+        fracs = [getattr(row, f"frac_{i}") for i in range(6)]
+        assert sum(fracs) + row.nodata_fraction == pytest.approx(1.0)
+    assert (index_of(tmp_path / "strict").nodata_fraction == 0).all()
+
+
+def test_imagery_nodata_counts_as_nodata(tmp_path, landscape_pair):
+    landcover, imagery = landscape_pair
+    with rasterio.open(imagery) as src:
+        profile, data = src.profile, src.read()
+    data[:, 100:110, 100:120] = 0
+    holes = tmp_path / "holes.tif"
+    with rasterio.open(holes, "w", **dict(profile, nodata=0)) as dst:
+        dst.write(data)
+    summary = tile(landcover, holes, tmp_path / "chips", size=64, max_nodata=0.1, quiet=True)
+    assert summary.total == 16
+    with rasterio.open(tmp_path / "chips" / "masks" / "000064_000064.tif") as m:
+        mask = m.read(1)
+    assert (mask[36:46, 36:56] == 255).all()
+    assert (mask == 255).sum() == 200
+    manifest = json.loads((tmp_path / "chips" / "manifest.json").read_text())
+    assert manifest["bands"][0]["nodata"] == 0
+
+
+def test_aoi_in_another_crs_keeps_only_intersecting_chips(tmp_path, landscape_pair):
+    from shapely.geometry import box
+
+    landcover, imagery = landscape_pair
+    with rasterio.open(landcover) as src:
+        left, top = src.bounds.left, src.bounds.top
+    # A 50 x 50 m square inside chip (64, 64) .. (128, 128), given in EPSG:4326.
+    square = gpd.GeoDataFrame(geometry=[box(left + 70, top - 120, left + 120, top - 70)],
+                              crs="EPSG:26918").to_crs("EPSG:4326")
+    aoi = tmp_path / "aoi.geojson"
+    square.to_file(aoi, driver="GeoJSON")
+    summary = tile(landcover, imagery, tmp_path / "chips", size=64, aoi=aoi, quiet=True)
+    assert list(index_of(tmp_path / "chips").id) == ["000064_000064"]
+    assert summary.dropped["outside_aoi"] == 15
+
+
+def test_two_workers_write_the_same_store_as_one(tmp_path, landscape_pair):
+    one = tmp_path / "one"
+    two = tmp_path / "two"
+    kwargs = dict(size=48, stride=40, val_fraction=0.2, block=2, quiet=True)
+    tile(*landscape_pair, one, workers=1, **kwargs)
+    tile(*landscape_pair, two, workers=2, **kwargs)
+    files = sorted(p.relative_to(one) for p in one.rglob("*.tif"))
+    assert files == sorted(p.relative_to(two) for p in two.rglob("*.tif"))
+    for rel in files:
+        assert (one / rel).read_bytes() == (two / rel).read_bytes()
+    a, b = index_of(one), index_of(two)
+    assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
+    assert list(a.geometry.to_wkt()) == list(b.geometry.to_wkt())
+    ma = json.loads((one / "manifest.json").read_text())
+    mb = json.loads((two / "manifest.json").read_text())
+    for m in (ma, mb):
+        del m["created"], m["options"]["workers"], m["sources"]
+    assert ma == mb
+
+
+def test_compressed_chips_hold_the_same_pixels(tmp_path, chip_store):
+    out = tmp_path / "zstd"
+    manifest = json.loads((chip_store / "manifest.json").read_text())
+    sources = manifest["sources"]
+    tile(sources["landcover"]["path"], sources["imagery"]["path"], out, size=64, block=2,
+         val_fraction=0.25, compress="zstd", quiet=True)
+    for name in ("images/000000_000000.tif", "masks/000192_000128.tif"):
+        with rasterio.open(out / name) as a, rasterio.open(chip_store / name) as b:
+            assert a.compression is not None and b.compression is None
+            np.testing.assert_array_equal(a.read(), b.read())
+            assert a.profile["transform"] == b.profile["transform"]
+            assert a.descriptions == b.descriptions
+
+
+def test_uint16_imagery_keeps_dtype_and_gets_percentile_stats(tmp_path):
+    from geospade.landscape import make_landscape
+
+    paths = make_landscape(tmp_path / "lc.tif", tmp_path / "img.tif", width=128, height=128,
+                           dtype="uint16", feature_scale=0.3)
+    lc, img = paths.landcover, paths.imagery
+    summary = tile(lc, img, tmp_path / "chips", size=64, quiet=True)
+    with rasterio.open(img) as src:
+        data = src.read().reshape(4, -1)
+    for b, stats in enumerate(summary.bands):
+        assert stats.dtype == "uint16"
+        low, high = np.percentile(data[b], [2, 98])
+        spread = high - low
+        assert abs(stats.low - low) < 0.15 * spread and abs(stats.high - high) < 0.15 * spread
+        assert abs(stats.mean - data[b].mean()) < 0.1 * spread
+    with rasterio.open(tmp_path / "chips" / "images" / "000000_000000.tif") as chip:
+        assert chip.dtypes == ("uint16",) * 4

@@ -16,7 +16,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
@@ -124,23 +124,30 @@ def align(labels: rasterio.io.DatasetReader, imagery: rasterio.io.DatasetReader)
 
 def warped_imagery(
     imagery: rasterio.io.DatasetReader, labels_grid: dict, resampling: str
-) -> WarpedVRT:
+) -> tuple[WarpedVRT, int]:
     """A virtual copy of ``imagery`` on the label grid, with an alpha band marking valid pixels.
 
     Args:
         imagery: the open imagery dataset.
         labels_grid: ``crs``, ``transform``, ``width``, ``height`` of the land cover.
         resampling: ``bilinear`` or ``cubic``.
+
+    Returns:
+        The virtual dataset and the index of its alpha band: the source's own alpha band if it
+        has one (GDAL then warps it as alpha, as GDAL tools would), else an added last band.
     """
-    return WarpedVRT(
+    alpha = [b for b, ci in zip(imagery.indexes, imagery.colorinterp, strict=True)
+             if ci == ColorInterp.alpha]
+    vrt = WarpedVRT(
         imagery,
         crs=labels_grid["crs"],
         transform=labels_grid["transform"],
         width=labels_grid["width"],
         height=labels_grid["height"],
         resampling=RESAMPLING[resampling],
-        add_alpha=True,
+        add_alpha=not alpha,
     )
+    return vrt, alpha[0] if alpha else imagery.count + 1
 
 
 def imagery_valid(image: np.ndarray, nodata: float | None) -> np.ndarray:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+import struct
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.io import MemoryFile
 
 from geospade.schemes import IGNORE_INDEX
 
@@ -30,9 +31,11 @@ INDEX_LAYER = "chips"
 IMAGES = "images"
 MASKS = "masks"
 
-# Chip compression: chips are small and written once per chip, so a cheap codec pays. ZSTD at
-# level 1 costs little CPU over no compression and still shrinks land-cover masks a lot
-# (see benchmarks/bench_tile.py).
+# Chip compression. Writing a chip is dominated by per-file costs, not by pixels: creating a
+# GeoTIFF through GDAL costs about 1-2 ms (half of it encoding the CRS as GeoKeys), about as much
+# as decoding the chip from the source. Uncompressed chips ("none", the default) are therefore
+# written by cloning one GDAL-made template per chip shape (see ChipWriter); the codecs go through
+# GDAL for every chip. Numbers: benchmarks/bench_tile.py.
 COMPRESSIONS = ("none", "zstd", "lzw", "deflate")
 
 
@@ -51,45 +54,136 @@ def _codec(compress: str) -> dict:
     return {"compress": compress}
 
 
-def write_image_chip(
-    path: Path,
-    image: np.ndarray,
-    crs: CRS,
-    transform: Affine,
-    nodata: float | None,
-    descriptions: Sequence[str | None],
-    compress: str = "zstd",
-) -> None:
-    """Write an imagery chip ``(C, H, W)`` in its source dtype."""
-    count, height, width = image.shape
-    profile = dict(
-        driver="GTiff", width=width, height=height, count=count, dtype=image.dtype, crs=crs,
-        transform=transform, nodata=nodata, interleave="pixel", **_codec(compress),
-    )
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(image)
-        for b, desc in enumerate(descriptions, start=1):
+def image_profile(
+    count: int, dtype: str, crs: CRS, nodata: float | None, rgb: bool, compress: str = "none"
+) -> dict:
+    """GeoTIFF creation profile of an imagery chip (without size and transform).
+
+    Args:
+        rgb: bands 1-3 are red, green, blue: the chip says so (photometric RGB, further bands
+            unspecified extra samples, never alpha); otherwise every band is grey.
+    """
+    profile = dict(driver="GTiff", count=count, dtype=dtype, crs=crs, nodata=nodata,
+                   interleave="pixel", **_codec(compress))
+    if rgb and count >= 3 and np.dtype(dtype) in (np.uint8, np.uint16):
+        profile.update(photometric="rgb", alpha="unspecified")
+    else:
+        profile.update(photometric="minisblack")
+    return profile
+
+
+def mask_profile(crs: CRS, compress: str = "none") -> dict:
+    """GeoTIFF creation profile of a mask chip: uint8 class indices, 255 = nodata, palette."""
+    return dict(driver="GTiff", count=1, dtype="uint8", crs=crs, nodata=IGNORE_INDEX,
+                photometric="palette", **_codec(compress))
+
+
+class ChipWriter:
+    """Writes same-shaped chips of one kind (imagery or mask) as georeferenced GeoTIFFs.
+
+    For uncompressed chips, GDAL writes one template chip in memory (all tags: CRS GeoKeys,
+    nodata, band descriptions, colour table) and each chip is that file with two things replaced:
+    the pixel strip and the origin in the georeferencing tag. Every other byte is GDAL's own, so
+    the chips are exactly what GDAL would write, at a fraction of the per-file cost. Compressed
+    chips, and any template layout this does not recognise, are written through rasterio.
+
+    Args:
+        profile: :func:`image_profile` or :func:`mask_profile`.
+        descriptions: band descriptions to set (imagery).
+        colormap: colour table of band 1 (masks).
+    """
+
+    def __init__(self, profile: dict, descriptions=(), colormap: dict | None = None):
+        self.profile = profile
+        self.descriptions = list(descriptions)
+        self.colormap = colormap
+        self._templates: dict[tuple, _Template | None] = {}
+
+    def write(self, path: Path, data: np.ndarray, transform: Affine) -> None:
+        """Write ``data`` (``(C, H, W)``, or ``(H, W)`` for one band) with ``transform``."""
+        if data.ndim == 2:
+            data = data[None]
+        key = (data.shape, data.dtype.str, transform.a, transform.b, transform.d, transform.e)
+        if "compress" not in self.profile:
+            if key not in self._templates:
+                self._templates[key] = self._template(data, transform)
+            template = self._templates[key]
+            if template is not None:
+                template.stamp(path, data, transform)
+                return
+        count, height, width = data.shape
+        with rasterio.open(path, "w", width=width, height=height, transform=transform,
+                           blockysize=height, **self.profile) as dst:
+            self._fill(dst, data)
+
+    def _fill(self, dst, data: np.ndarray) -> None:
+        dst.write(data)
+        for b, desc in enumerate(self.descriptions, start=1):
             if desc:
                 dst.set_band_description(b, desc)
+        if self.colormap is not None:
+            dst.write_colormap(1, self.colormap)
+
+    def _template(self, data: np.ndarray, transform: Affine) -> _Template | None:
+        count, height, width = data.shape
+        with MemoryFile() as mem:
+            with mem.open(width=width, height=height, transform=transform, blockysize=height,
+                          **self.profile) as dst:
+                # Non-zero pixels, so GDAL cannot leave the strip out as sparse.
+                self._fill(dst, np.ones_like(data))
+            raw = mem.read()
+        return _Template.parse(raw, data.nbytes, transform)
 
 
-def write_mask_chip(
-    path: Path,
-    mask: np.ndarray,
-    crs: CRS,
-    transform: Affine,
-    colormap: dict[int, tuple[int, int, int, int]],
-    compress: str = "zstd",
-) -> None:
-    """Write a class-index chip (uint8, :data:`IGNORE_INDEX` = nodata) with a colour table."""
-    height, width = mask.shape
-    profile = dict(
-        driver="GTiff", width=width, height=height, count=1, dtype="uint8", crs=crs,
-        transform=transform, nodata=IGNORE_INDEX, photometric="palette", **_codec(compress),
-    )
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(mask, 1)
-        dst.write_colormap(1, colormap)
+class _Template:
+    """A GDAL-written, uncompressed, single-strip little-endian GeoTIFF and where to patch it."""
+
+    def __init__(self, data: bytes, strip: int, nbytes: int, origin: int, stride: int):
+        self.data = data
+        self.strip = strip  # byte offset of the pixel strip
+        self.nbytes = nbytes  # its length
+        self.origin = origin  # byte offset of the double holding x of the origin
+        self.stride = stride  # doubles from x to y of the origin
+
+    @classmethod
+    def parse(cls, data: bytes, nbytes: int, transform: Affine) -> _Template | None:
+        if data[:4] != b"II*\x00":
+            return None  # big-endian or BigTIFF: let GDAL write every chip
+        (ifd,) = struct.unpack_from("<I", data, 4)
+        (n,) = struct.unpack_from("<H", data, ifd)
+        tags = {}
+        for i in range(n):
+            tag, typ, cnt, value = struct.unpack_from("<HHII", data, ifd + 2 + 12 * i)
+            tags[tag] = (typ, cnt, value)
+        strip_offsets, strip_counts = tags.get(273), tags.get(279)
+        if tags.get(259, (0, 0, 1))[2] != 1 or not strip_offsets or strip_offsets[1] != 1:
+            return None
+        if strip_counts is None or strip_counts[2] != nbytes:
+            return None
+        if 33922 in tags and tags[33922][1] == 6:  # ModelTiepoint (I, J, K, X, Y, Z)
+            at = tags[33922][2]
+            i, j = struct.unpack_from("<2d", data, at)
+            x, y = struct.unpack_from("<2d", data, at + 24)
+            if (i, j) != (0.0, 0.0) or (x, y) != (transform.c, transform.f):
+                return None
+            return cls(data, strip_offsets[2], nbytes, at + 24, 1)
+        if 34264 in tags and tags[34264][1] == 16:  # ModelTransformation, row-major 4 x 4
+            at = tags[34264][2]
+            x = struct.unpack_from("<d", data, at + 24)[0]
+            y = struct.unpack_from("<d", data, at + 56)[0]
+            if (x, y) != (transform.c, transform.f):
+                return None
+            return cls(data, strip_offsets[2], nbytes, at + 24, 4)
+        return None
+
+    def stamp(self, path: Path, data: np.ndarray, transform: Affine) -> None:
+        buf = bytearray(self.data)
+        pixels = np.ascontiguousarray(np.moveaxis(data, 0, -1), dtype=data.dtype.newbyteorder("<"))
+        buf[self.strip : self.strip + self.nbytes] = pixels.tobytes()
+        struct.pack_into("<d", buf, self.origin, transform.c)
+        struct.pack_into("<d", buf, self.origin + 8 * self.stride, transform.f)
+        with open(path, "wb") as f:
+            f.write(buf)
 
 
 def write_index(path: Path, records: list[dict], num_classes: int, crs: CRS) -> None:

@@ -38,7 +38,7 @@ from geospade.schemes import IGNORE_INDEX, ClassScheme, UnknownClassValuesError,
 
 TASK_ROWS = 1024
 TASK_COLS = 2048
-SAMPLE_PER_CHIP = 64  # pixels per chip and band kept for the percentile stats of non-uint8 bands
+SAMPLE_PER_CHIP = 64  # random pixels per chip kept for the band statistics
 SAMPLE_CAP = 1_000_000  # most sample pixels per band kept in memory
 GDAL_CACHE_MB = 64  # per process: windows are read once, a large block cache only costs memory
 
@@ -112,7 +112,7 @@ def tile(
     seed: int = 0,
     unknown: str = "error",
     resampling: str = "bilinear",
-    compress: str = "zstd",
+    compress: str = "none",
     overwrite: bool = False,
     quiet: bool = False,
 ) -> TileSummary:
@@ -136,7 +136,8 @@ def tile(
         seed: seed of the split and of the stats sample.
         unknown: ``error`` on label values outside the scheme, or ``ignore`` (map them to 255).
         resampling: ``bilinear`` or ``cubic``, for warped imagery only.
-        compress: chip compression: ``zstd`` (level 1), ``none``, ``lzw`` or ``deflate``.
+        compress: chip compression: ``none`` (fastest, see ``benchmarks/bench_tile.py``),
+            ``zstd`` (level 1), ``lzw`` or ``deflate`` (level 1).
         overwrite: replace an existing ``out``.
         quiet: no progress bar.
 
@@ -166,6 +167,10 @@ def tile(
         image_nodata = img.nodata
         use_dataset_mask = image_nodata is None and MaskFlags.per_dataset in img.mask_flag_enums[0]
         band_names = [d or f"band{i + 1}" for i, d in enumerate(img.descriptions)]
+        rgb = [c.name for c in img.colorinterp[:3]] == ["red", "green", "blue"] or [
+            n.lower() for n in band_names[:3]
+        ] == ["red", "green", "blue"]
+        image_count = img.count
         descriptions = list(img.descriptions)
         image_dtype = img.dtypes[0]
         label_dtype = lab.dtypes[0]
@@ -209,8 +214,8 @@ def tile(
         "offset": alignment.offset, "resampling": resampling, "scheme": scheme.to_dict(),
         "unknown": unknown, "label_nodata": label_nodata, "image_nodata": image_nodata,
         "use_dataset_mask": use_dataset_mask, "max_nodata": max_nodata, "size": size,
-        "compress": compress, "descriptions": descriptions, "seed": seed,
-        "sample": fixed_range(image_dtype) is None,
+        "compress": compress, "descriptions": descriptions, "seed": seed, "rgb": rgb,
+        "image_count": image_count, "image_dtype": image_dtype,
     }
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -235,15 +240,10 @@ def tile(
             # 2. Cut the chips, one read task at a time.
             tasks = _tasks(row_offsets, col_offsets, candidates, size)
             records, samples = [], []
-            sums = None
             with _progress(len(candidates), quiet) as bar:
                 for result in run(_cut_task, tasks):
                     records.extend(result["chips"])
                     dropped["nodata"] += result["dropped_nodata"]
-                    if sums is None:
-                        sums = result["sums"]
-                    else:
-                        sums += result["sums"]
                     if result["sample"] is not None:
                         samples.append(result["sample"])
                         if sum(s.shape[1] for s in samples) > SAMPLE_CAP:
@@ -253,7 +253,7 @@ def tile(
             raise GeospadeError(f"no chips to write: {_dropped_text(dropped)}")
 
         records.sort(key=lambda r: r["id"])
-        bands = _band_stats(band_names, image_dtype, image_nodata, sums, samples)
+        bands = _band_stats(band_names, image_dtype, image_nodata, samples)
         counts = {s: 0 for s in SPLITS}
         class_pixels = {s: [0] * scheme.num_classes for s in SPLITS}
         for r in records:
@@ -475,13 +475,22 @@ def _init_worker(config: dict) -> None:
     env.__enter__()
     labels = rasterio.open(config["landcover"])
     imagery = rasterio.open(config["imagery"])
-    reader = imagery if config["offset"] is not None else warped_imagery(
-        imagery, config["grid"], config["resampling"]
-    )
+    reader, alpha = imagery, None
+    if config["offset"] is None:
+        reader, alpha = warped_imagery(imagery, config["grid"], config["resampling"])
     scheme = ClassScheme.from_dict(config["scheme"])
+    crs, compress = config["grid"]["crs"], config["compress"]
+    image_writer = chip_store.ChipWriter(
+        chip_store.image_profile(config["image_count"], config["image_dtype"], crs,
+                                 config["image_nodata"], config["rgb"], compress),
+        descriptions=config["descriptions"],
+    )
+    mask_writer = chip_store.ChipWriter(
+        chip_store.mask_profile(crs, compress), colormap=scheme.colormap()
+    )
     _STATE.update(
-        config=config, env=env, labels=labels, imagery=imagery, reader=reader, scheme=scheme,
-        colormap=scheme.colormap(),
+        config=config, env=env, labels=labels, imagery=imagery, reader=reader, alpha=alpha,
+        scheme=scheme, image_writer=image_writer, mask_writer=mask_writer,
     )
 
 
@@ -513,20 +522,22 @@ def _count_values(span: tuple[int, int, int, int]) -> dict[float, int]:
     return out
 
 
-def _read_imagery(r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_imagery(r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Imagery on the label grid for rows r0..r1, cols c0..c1, and where it is valid (None: all)."""
     config, reader = _STATE["config"], _STATE["reader"]
     if config["offset"] is not None:
         dr, dc = config["offset"]
         window = Window(c0 + dc, r0 + dr, c1 - c0, r1 - r0)
         image = reader.read(window=window)
         if config["use_dataset_mask"]:
-            valid = reader.dataset_mask(window=window) > 0
-        else:
-            valid = imagery_valid(image, config["image_nodata"])
-        return image, valid
+            return image, reader.dataset_mask(window=window) > 0
+        if config["image_nodata"] is None:
+            return image, None
+        return image, imagery_valid(image, config["image_nodata"])
     data = reader.read(window=Window(c0, r0, c1 - c0, r1 - r0))
-    image, alpha = data[:-1], data[-1]
-    valid = alpha > 0
+    count = config["image_count"]
+    valid = data[_STATE["alpha"] - 1] > 0
+    image = data[:count]
     if config["image_nodata"] is not None:
         valid &= imagery_valid(image, config["image_nodata"])
     return image, valid
@@ -538,15 +549,13 @@ def _cut_task(task: dict) -> dict:
     r0, r1, c0, c1 = task["window"]
     size = config["size"]
     transform = config["grid"]["transform"]
-    crs = config["grid"]["crs"]
     raw = _STATE["labels"].read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
     masks = scheme.encode(raw, config["label_nodata"], unknown="ignore")
     image, valid = _read_imagery(r0, r1, c0, c1)
-    masks[~valid] = IGNORE_INDEX
+    if valid is not None:
+        masks[~valid] = IGNORE_INDEX
     tmp = Path(config["tmp"])
-    bands = image.shape[0]
-    sums = np.zeros((3, bands), dtype=np.float64)  # count, sum, sum of squares of valid pixels
-    sample = [] if config["sample"] else None
+    sample = []
     chips, dropped = [], 0
     k = scheme.num_classes
     for row, col, split in task["chips"]:
@@ -559,27 +568,21 @@ def _cut_task(task: dict) -> dict:
             dropped += 1
             continue
         chip = image[:, i : i + size, j : j + size]
-        chip_valid = valid[i : i + size, j : j + size]
         cid = chip_store.chip_id(row, col)
         window = Window(col, row, size, size)
         chip_transform = rasterio.windows.transform(window, transform)
         image_rel = f"{chip_store.IMAGES}/{cid}.tif"
         mask_rel = f"{chip_store.MASKS}/{cid}.tif"
-        chip_store.write_image_chip(
-            tmp / image_rel, chip, crs, chip_transform, config["image_nodata"],
-            config["descriptions"], config["compress"],
-        )
-        chip_store.write_mask_chip(
-            tmp / mask_rel, mask, crs, chip_transform, _STATE["colormap"], config["compress"]
-        )
-        pixels = chip[:, chip_valid].astype(np.float64)
-        sums[0] += pixels.shape[1]
-        sums[1] += pixels.sum(axis=1)
-        sums[2] += np.square(pixels).sum(axis=1)
-        if sample is not None and pixels.shape[1]:
-            rng = np.random.default_rng([config["seed"], row, col])
-            pick = rng.choice(pixels.shape[1], min(SAMPLE_PER_CHIP, pixels.shape[1]), replace=False)
-            sample.append(pixels[:, np.sort(pick)])
+        _STATE["image_writer"].write(tmp / image_rel, chip, chip_transform)
+        _STATE["mask_writer"].write(tmp / mask_rel, mask, chip_transform)
+        # A few random pixels per chip (seeded by its position, so any worker draws the same)
+        # give the band statistics without touching every pixel again.
+        rng = np.random.default_rng([config["seed"], row, col])
+        rr, cc = rng.integers(0, size, size=(2, SAMPLE_PER_CHIP))
+        if valid is not None:
+            keep = valid[i + rr, j + cc]
+            rr, cc = rr[keep], cc[keep]
+        sample.append(chip[:, rr, cc])
         chips.append({
             "id": cid, "split": split, "row_off": row, "col_off": col, "width": size,
             "height": size, "nodata_fraction": nodata_fraction,
@@ -589,22 +592,24 @@ def _cut_task(task: dict) -> dict:
             "bounds": rasterio.windows.bounds(window, transform),
         })
     return {
-        "chips": chips, "dropped_nodata": dropped, "n": len(task["chips"]), "sums": sums,
+        "chips": chips, "dropped_nodata": dropped, "n": len(task["chips"]),
         "sample": np.concatenate(sample, axis=1) if sample else None,
     }
 
 
-def _band_stats(names, dtype: str, nodata, sums, samples) -> list[BandStats]:
+def _band_stats(names, dtype: str, nodata, samples) -> list[BandStats]:
+    """Per-band normalisation: uint8 0..255, else the 2nd/98th percentiles of the sample;
+    mean and std (informational) from the sample of valid pixels of the kept chips."""
     fixed = fixed_range(dtype)
-    sample = np.concatenate(samples, axis=1) if samples else None
+    sample = np.concatenate(samples, axis=1).astype(np.float64) if samples else None
+    has_sample = sample is not None and sample.shape[1] > 0
     bands = []
     for b, name in enumerate(names):
-        n = sums[0, b] if sums is not None else 0
-        mean = float(sums[1, b] / n) if n else None
-        std = float(math.sqrt(max(sums[2, b] / n - mean * mean, 0.0))) if n else None
+        mean = float(sample[b].mean()) if has_sample else None
+        std = float(sample[b].std()) if has_sample else None
         if fixed is not None:
             low, high = fixed
-        elif sample is not None and sample.shape[1]:
+        elif has_sample:
             low, high = (float(x) for x in np.percentile(sample[b], [2, 98]))
         else:
             low, high = 0.0, 1.0
