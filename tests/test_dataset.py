@@ -98,3 +98,16 @@ def test_foreign_manifest_missing_chip_and_empty_split_are_errors(tmp_path):
     (store / "manifest.json").write_text("{not json")
     with pytest.raises(GeospadeError, match="not readable JSON"):
         ChipDataset(store)
+
+
+def test_reads_the_store_geospade_tile_writes(chip_store):
+    """The real chip store (the shared fixture made by `geospade tile`) reads as documented."""
+    train, val = ChipDataset(chip_store, "train", augment=True), ChipDataset(chip_store, "val")
+    assert (len(train), len(val)) == (12, 4)
+    sample = val[0]
+    assert sample["image"].shape == (4, 64, 64) and sample["mask"].shape == (64, 64)
+    assert -1.0 <= float(sample["image"].min()) and float(sample["image"].max()) <= 1.0
+    labels = set(sample["mask"].unique().tolist())
+    assert labels <= set(range(6)) | {255}
+    with rasterio.open(chip_store / val.rows[0]["mask"]) as src:
+        np.testing.assert_array_equal(sample["mask"].numpy(), src.read(1))

@@ -649,6 +649,13 @@ def _train(dataset: ChipDataset, chips: str | Path, run_dir: Path, cfg: TrainCon
         metrics.close()
         raise
     bar.close()
+    if ddp.world > 1:
+        # DDP broadcasts rank 0's buffers (batch-norm running stats) at the start of each
+        # forward; after the last step each rank holds its own: take rank 0's, everywhere.
+        for module in (generator, ema, discriminator, encoder):
+            if module is not None:
+                for buffer in module.buffers():
+                    dist.broadcast(buffer, src=0)
     if ddp.main:
         if val is not None and (validation is None or validation["step"] != step):
             validation = _validate(ema, val, cfg, device, autocast, step, run_dir)
