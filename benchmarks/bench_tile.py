@@ -6,12 +6,13 @@ temporary folder, then reports in one run:
 - raw block-read throughput of the imagery with rasterio (decoded MB/s);
 - `geospade tile` with 256-px chips at --workers 1 and 2: MB/s of imagery pixels, chips/s, peak
   RSS of the process tree (parent + workers, summed), and the ratio to the raw rate;
-- the chip compressions side by side at --workers 2;
+- the chip compressions side by side at --workers 2 (none, zstd level 1, deflate level 1);
 - the naive chipper (`../shared/anchors/naive_chipper.py`) on the same pair, when that file exists.
 
 Run it alone (2-core machine):
     flock /tmp/geospade-bench.lock .venv/bin/python benchmarks/bench_tile.py
-Options: --size N (raster side, default 8192), --keep DIR (reuse/keep the rasters there).
+Options: --size N (raster side, default 8192), --keep DIR (reuse/keep the rasters there),
+--repeats N (runs per row, best shown; the machine is shared).
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ import rasterio
 
 NAIVE = Path(__file__).resolve().parents[2] / "shared" / "anchors" / "naive_chipper.py"
 
+# Modules are imported before the clock starts, as the naive chipper's timing also excludes them.
 RUNNER = """
 import json, sys, time
+import geopandas, pyproj, tqdm
 from geospade.raster.tiling import tile
 lc, img, out, workers, compress = sys.argv[1:6]
 t = time.perf_counter()
@@ -92,6 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=8192, help="raster side in pixels")
     parser.add_argument("--keep", type=Path, default=None, help="folder for the rasters (kept)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per row (best is shown)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench_tile_") as tmpdir:
@@ -111,46 +115,56 @@ def main() -> None:
             profile = f"{src.count} bands {src.dtypes[0]}, {src.block_shapes[0]} blocks, " \
                       f"{src.compression.value if src.compression else 'none'}"
 
-        raw = max(raw_read_rate(img) for _ in range(2))
-        rows = [("raw rasterio block reads", raw, None, None, 1.0)]
+        # The machine is shared: every rate is the best of REPEATS runs, and the raw rate is
+        # measured again around each run, so the ratios compare like with like.
+        raws = [raw_read_rate(img) for _ in range(2)]
+        rows = []
 
         def geospade(workers: int, compress: str) -> tuple[float, float, float]:
-            out = Path(tmpdir) / f"chips_{workers}_{compress}"
-            stdout, peak = run_measured(
-                [sys.executable, "-c", RUNNER, str(lc), str(img), str(out), str(workers), compress]
-            )
-            res = json.loads(stdout.strip().splitlines()[-1])
-            subprocess.run(["rm", "-rf", str(out)], check=True)
-            return image_mb / res["seconds"], res["chips"] / res["seconds"], peak
+            best = (0.0, 0.0, 0.0)
+            for _ in range(args.repeats):
+                out = Path(tmpdir) / f"chips_{workers}_{compress}"
+                stdout, peak = run_measured([sys.executable, "-c", RUNNER, str(lc), str(img),
+                                             str(out), str(workers), compress])
+                res = json.loads(stdout.strip().splitlines()[-1])
+                subprocess.run(["rm", "-rf", str(out)], check=True)
+                raws.append(raw_read_rate(img))
+                rate = image_mb / res["seconds"]
+                if rate > best[0]:
+                    best = (rate, res["chips"] / res["seconds"], peak)
+            return best
 
-        for workers in (1, 2):
-            mbs, cps, peak = geospade(workers, "zstd")
-            rows.append((f"geospade tile --workers {workers}", mbs, cps, peak, mbs / raw))
-        for compress in ("none", "lzw", "deflate"):
-            mbs, cps, peak = geospade(2, compress)
-            rows.append((f"geospade tile --workers 2 --compress {compress}", mbs, cps, peak,
-                         mbs / raw))
+        for workers, compress in ((1, "none"), (2, "none"), (2, "zstd"), (2, "deflate")):
+            mbs, cps, peak = geospade(workers, compress)
+            rows.append((f"geospade tile --workers {workers} --compress {compress}", mbs, cps,
+                         peak))
         if NAIVE.exists():
             for workers in (2, 1):
-                out = Path(tmpdir) / f"naive_{workers}"
-                stdout, peak = run_measured(
-                    [sys.executable, str(NAIVE), str(lc), str(img), str(out), "256", str(workers)]
-                )
-                m = re.search(r"([\d.]+) MB/s, ([\d.]+) chips/s", stdout)
-                mbs, cps = float(m.group(1)), float(m.group(2))
-                rows.append((f"naive chipper, Pool({workers})", mbs, cps, peak, mbs / raw))
-                subprocess.run(["rm", "-rf", str(out)], check=True)
+                best = (0.0, 0.0, 0.0)
+                for _ in range(args.repeats):
+                    out = Path(tmpdir) / f"naive_{workers}"
+                    stdout, peak = run_measured([sys.executable, str(NAIVE), str(lc), str(img),
+                                                 str(out), "256", str(workers)])
+                    m = re.search(r"([\d.]+) MB/s, ([\d.]+) chips/s", stdout)
+                    subprocess.run(["rm", "-rf", str(out)], check=True)
+                    raws.append(raw_read_rate(img))
+                    if float(m.group(1)) > best[0]:
+                        best = (float(m.group(1)), float(m.group(2)), peak)
+                rows.append((f"naive chipper, Pool({workers}), DEFLATE", *best))
         else:
             print(f"naive chipper not found at {NAIVE}: skipped", file=sys.stderr)
 
+    raw = max(raws)
     print(f"imagery {args.size}x{args.size}, {profile}, {image_mb:.0f} MB decoded; "
-          f"256-px chips; {os.cpu_count()} CPUs")
-    print(f"| {'run':<42} | {'MB/s':>7} | {'chips/s':>7} | {'peak RSS MB':>11} | {'x raw':>5} |")
-    print(f"|{'-' * 44}|{'-' * 9}|{'-' * 9}|{'-' * 13}|{'-' * 7}|")
-    for name, mbs, cps, peak, ratio in rows:
-        cps_s = f"{cps:7.0f}" if cps is not None else f"{'-':>7}"
-        peak_s = f"{peak:11.0f}" if peak is not None else f"{'-':>11}"
-        print(f"| {name:<42} | {mbs:7.1f} | {cps_s} | {peak_s} | {ratio:5.2f} |")
+          f"256-px chips; {os.cpu_count()} CPUs; best of {args.repeats} runs each")
+    print(f"| {'run':<46} | {'MB/s':>7} | {'chips/s':>7} | {'peak RSS MB':>11} | {'x raw':>5} |")
+    print(f"|{'-' * 48}|{'-' * 9}|{'-' * 9}|{'-' * 13}|{'-' * 7}|")
+    print(f"| {'raw rasterio block reads (best)':<46} | {raw:7.1f} | {'-':>7} | {'-':>11} | "
+          f"{1.0:5.2f} |")
+    print(f"| {'raw rasterio block reads (worst)':<46} | {min(raws):7.1f} | {'-':>7} | "
+          f"{'-':>11} | {min(raws) / raw:5.2f} |")
+    for name, mbs, cps, peak in rows:
+        print(f"| {name:<46} | {mbs:7.1f} | {cps:7.0f} | {peak:11.0f} | {mbs / raw:5.2f} |")
 
 
 if __name__ == "__main__":

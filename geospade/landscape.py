@@ -179,7 +179,8 @@ def make_landscape(
     # Vector features in pixel space: rectangular fields and straight roads.
     n_fields = max(1, int(width * height / (200_000 * s * s)))
     fields = []
-    field_classes = [role_class[r] for r in ("field", "barren") if r in role_class] or list(range(k))
+    field_classes = [role_class[r] for r in ("field", "barren") if r in role_class]
+    field_classes = field_classes or list(range(k))
     for _ in range(n_fields):
         w, h = rng.uniform(40, 160, size=2) * s
         x0, y0 = rng.uniform(-w / 2, width), rng.uniform(-h / 2, height)
@@ -198,7 +199,8 @@ def make_landscape(
 
     means, texture = _class_spectra(scheme, bands, seed)
     scale = 255.0 if dtype == "uint8" else 10000.0
-    label_dtype = "uint8" if max([*scheme.values, *[int(v) for v in scheme.nodata if v >= 0], 0]) < 256 else "uint16"
+    largest = max([*scheme.values, *[int(v) for v in scheme.nodata if v >= 0], 0])
+    label_dtype = "uint8" if largest < 256 else "uint16"
     nodata_value = scheme.nodata[0] if scheme.nodata else None
     if nodata_fraction > 0 and nodata_value is None:
         raise GeospadeError(f"scheme {scheme.name!r} has no nodata value to paint")
@@ -224,7 +226,7 @@ def make_landscape(
             for b in range(bands):
                 im.set_band_description(b + 1, BAND_NAMES[b])
         if label_dtype == "uint8":
-            lc.write_colormap(1, {v: (*c.color, 255) for v, c in zip(scheme.values, scheme.classes)})
+            lc.write_colormap(1, {c.value: (*c.color, 255) for c in scheme.classes})
         strip = block_size
         for row0 in range(0, height, strip):
             rows = min(strip, height - row0)

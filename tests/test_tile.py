@@ -290,3 +290,17 @@ def test_uint16_imagery_keeps_dtype_and_gets_percentile_stats(tmp_path):
         assert abs(stats.mean - data[b].mean()) < 0.1 * spread
     with rasterio.open(tmp_path / "chips" / "images" / "000000_000000.tif") as chip:
         assert chip.dtypes == ("uint16",) * 4
+
+
+def test_index_written_in_batches_equals_index_written_at_once(tmp_path, chip_store,
+                                                               landscape_pair, monkeypatch):
+    from geospade.raster import tiling
+
+    monkeypatch.setattr(tiling, "INDEX_BATCH", 3)
+    out = tmp_path / "batched"
+    tile(*landscape_pair, out, size=64, block=2, val_fraction=0.25, quiet=True)
+    a, b = index_of(out), index_of(chip_store)
+    assert len(a) == 16
+    assert a.drop(columns="geometry").reset_index(drop=True).equals(
+        b.drop(columns="geometry").reset_index(drop=True))
+    assert list(a.geometry.to_wkt()) == list(b.geometry.to_wkt())

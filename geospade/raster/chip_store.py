@@ -186,12 +186,15 @@ class _Template:
             f.write(buf)
 
 
-def write_index(path: Path, records: list[dict], num_classes: int, crs: CRS) -> None:
+def write_index(
+    path: Path, records: list[dict], num_classes: int, crs: CRS, append: bool = False
+) -> None:
     """Write ``index.gpkg`` (layer ``chips``): one row per chip with its footprint polygon.
 
     Args:
         records: chip records with id, split, row_off, col_off, width, height, nodata_fraction,
             class_fractions (list of K), image, mask and bounds (left, bottom, right, top).
+        append: add to an existing index instead of creating it.
     """
     import geopandas as gpd
     from shapely import box
@@ -211,7 +214,7 @@ def write_index(path: Path, records: list[dict], num_classes: int, crs: CRS) -> 
     columns["mask"] = [r["mask"] for r in records]
     geometry = [box(*r["bounds"]) for r in records]
     frame = gpd.GeoDataFrame(columns, geometry=geometry, crs=crs.to_wkt())
-    frame.to_file(path, layer=INDEX_LAYER, driver="GPKG")
+    frame.to_file(path, layer=INDEX_LAYER, driver="GPKG", mode="a" if append else "w")
 
 
 def write_manifest(path: Path, manifest: dict) -> None:

@@ -40,6 +40,7 @@ TASK_ROWS = 1024
 TASK_COLS = 2048
 SAMPLE_PER_CHIP = 64  # random pixels per chip kept for the band statistics
 SAMPLE_CAP = 1_000_000  # most sample pixels per band kept in memory
+INDEX_BATCH = 4096  # chip records written to index.gpkg at a time
 GDAL_CACHE_MB = 64  # per process: windows are read once, a large block cache only costs memory
 
 
@@ -239,29 +240,31 @@ def tile(
 
             # 2. Cut the chips, one read task at a time.
             tasks = _tasks(row_offsets, col_offsets, candidates, size)
-            records, samples = [], []
+            # Records go to index.gpkg in batches, so memory does not grow with the chip count.
+            index = _IndexWriter(tmp / chip_store.INDEX, scheme.num_classes, grid["crs"])
+            counts = {s: 0 for s in SPLITS}
+            class_pixels = {s: [0] * scheme.num_classes for s in SPLITS}
+            samples, sampled = [], 0
             with _progress(len(candidates), quiet) as bar:
                 for result in run(_cut_task, tasks):
-                    records.extend(result["chips"])
+                    for r in result["chips"]:
+                        counts[r["split"]] += 1
+                        totals = class_pixels[r["split"]]
+                        for i, n in enumerate(r["class_pixels"]):
+                            totals[i] += n
+                    index.add(result["chips"])
                     dropped["nodata"] += result["dropped_nodata"]
                     if result["sample"] is not None:
                         samples.append(result["sample"])
-                        if sum(s.shape[1] for s in samples) > SAMPLE_CAP:
+                        sampled += result["sample"].shape[1]
+                        if sampled > SAMPLE_CAP:
                             samples = [np.concatenate(samples, axis=1)[:, ::2]]
+                            sampled = samples[0].shape[1]
                     bar.update(result["n"])
-        if not records:
+            index.close()
+        if not index.rows:
             raise GeospadeError(f"no chips to write: {_dropped_text(dropped)}")
-
-        records.sort(key=lambda r: r["id"])
         bands = _band_stats(band_names, image_dtype, image_nodata, samples)
-        counts = {s: 0 for s in SPLITS}
-        class_pixels = {s: [0] * scheme.num_classes for s in SPLITS}
-        for r in records:
-            counts[r["split"]] += 1
-            totals = class_pixels[r["split"]]
-            for i, n in enumerate(r["class_pixels"]):
-                totals[i] += n
-        chip_store.write_index(tmp / chip_store.INDEX, records, scheme.num_classes, grid["crs"])
         from geospade import __version__
 
         manifest = {
@@ -426,6 +429,30 @@ def _tasks(rows: list[int], cols: list[int], candidates: dict, size: int) -> lis
             c1 = max(c for _, c, _ in chips) + size
             tasks.append({"window": (r0, r1, c0, c1), "chips": chips})
     return tasks
+
+
+class _IndexWriter:
+    """Appends chip records to ``index.gpkg`` in batches."""
+
+    def __init__(self, path: Path, num_classes: int, crs: CRS):
+        self.path, self.num_classes, self.crs = path, num_classes, crs
+        self.pending: list[dict] = []
+        self.rows = 0
+
+    def add(self, records: list[dict]) -> None:
+        self.pending.extend(records)
+        if len(self.pending) >= INDEX_BATCH:
+            self._flush()
+
+    def close(self) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            chip_store.write_index(self.path, self.pending, self.num_classes, self.crs,
+                                   append=self.rows > 0)
+            self.rows += len(self.pending)
+            self.pending = []
 
 
 class _Runner:
