@@ -304,3 +304,44 @@ def test_index_written_in_batches_equals_index_written_at_once(tmp_path, chip_st
     assert a.drop(columns="geometry").reset_index(drop=True).equals(
         b.drop(columns="geometry").reset_index(drop=True))
     assert list(a.geometry.to_wkt()) == list(b.geometry.to_wkt())
+
+
+def test_chip_offsets_cover_the_edge_without_padding():
+    from geospade.raster.windows import chip_offsets, group_offsets
+
+    assert chip_offsets(100, 32, 32) == [0, 32, 64, 68]
+    assert chip_offsets(96, 32, 32) == [0, 32, 64]
+    assert chip_offsets(100, 32, 24) == [0, 24, 48, 68]
+    assert chip_offsets(32, 32, 8) == [0]
+    assert chip_offsets(31, 32, 32) == []
+    assert group_offsets([0, 256, 512, 768, 1024], 256, 1024) == [[0, 256, 512, 768], [1024]]
+    assert group_offsets([0, 16], 64, 32) == [[0], [16]]
+
+
+def test_block_assignment_follows_fractions_and_seed():
+    from geospade.errors import GeospadeError
+    from geospade.raster.windows import assign_blocks, chip_split
+
+    blocks = assign_blocks(10, 10, 0.2, 0.1, seed=1)
+    assert (blocks == 1).sum() == 20 and (blocks == 2).sum() == 10
+    assert (assign_blocks(10, 10, 0.2, 0.1, seed=1) == blocks).all()
+    assert not (assign_blocks(10, 10, 0.2, 0.1, seed=2) == blocks).all()
+    assert (assign_blocks(1, 3, 0.01, 0.0, seed=0) == 1).sum() == 1  # at least one block
+    with pytest.raises(GeospadeError, match="too few"):
+        assign_blocks(1, 1, 0.5, 0.0, seed=0)
+    grid = np.array([[0, 1]])
+    assert chip_split(0, 0, 32, 64, grid) == 0
+    assert chip_split(0, 64, 32, 64, grid) == 1
+    assert chip_split(0, 48, 32, 64, grid) is None  # touches both blocks
+
+
+def test_equivalent_crs_definitions_are_the_same_crs():
+    from rasterio.crs import CRS
+
+    from geospade.raster.alignment import same_crs
+
+    utm = CRS.from_epsg(26918)
+    assert same_crs(utm, CRS.from_proj4("+proj=utm +zone=18 +datum=NAD83 +units=m +no_defs"))
+    assert same_crs(CRS.from_epsg(4326), CRS.from_string("OGC:CRS84"))  # lat/lon vs lon/lat
+    assert not same_crs(utm, CRS.from_epsg(32618))  # WGS 84 / UTM 18N is another datum
+    assert not same_crs(utm, None)

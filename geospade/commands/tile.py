@@ -42,8 +42,8 @@ import click
               help="Resampling of imagery warped onto the land-cover grid (labels never are).")
 @click.option("--compress", type=click.Choice(["none", "zstd", "lzw", "deflate"]), default="none",
               show_default=True,
-              help="Compression of the chip GeoTIFFs: none is fastest; zstd and deflate run at "
-                   "level 1 and about halve the store's size.")
+              help="Compression of the chip GeoTIFFs: none is fastest; zstd and deflate (level "
+                   "1) write smaller stores, lzw is slowest.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 def command(landcover: str, imagery: str, out: str, scheme: str, size: int, stride: int | None,
@@ -56,7 +56,9 @@ def command(landcover: str, imagery: str, out: str, scheme: str, size: int, stri
     warped onto it, and only the overlap is tiled. The last chip row/column is shifted back to
     the edge, so the whole overlap is covered.
 
-    Example: geospade tile landcover.tif naip.tif -o chips --size 256 --val-fraction 0.1
+    \b
+    Example:
+      geospade tile landcover.tif naip.tif -o chips --size 256 --val-fraction 0.1
     """
     from geospade.raster.tiling import tile
 
