@@ -1,12 +1,101 @@
-"""`geospade synthesize` (placeholder until its issue lands)."""
+"""`geospade synthesize CHECKPOINT LANDCOVER -o OUT.tif`: land cover -> georeferenced imagery."""
+
+from __future__ import annotations
+
+import os
 
 import click
 
-from geospade.errors import GeospadeError
 
+@click.command("synthesize")
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("landcover", type=click.Path(dir_okay=False, path_type=str))
+@click.option("-o", "--out", default=None, type=click.Path(dir_okay=False, path_type=str),
+              help="Output GeoTIFF: same CRS, transform and size as LANDCOVER (or its --bbox / "
+                   "--window part), one band per checkpoint band, source dtype.")
+@click.option("--edits", default=None, type=click.Path(dir_okay=False, path_type=str),
+              help="Vector file (any format geopandas reads, any CRS) of polygons to burn into "
+                   "the class map before synthesis, e.g. fields to turn into forest.")
+@click.option("--edit-field", default=None,
+              help="Attribute of --edits holding each polygon's class: a raw class value (2) or "
+                   "a class name ('tree canopy and shrubs').")
+@click.option("--save-landcover", default=None, type=click.Path(dir_okay=False, path_type=str),
+              help="Also write the (edited) class map, in raw scheme values, to this GeoTIFF.")
+@click.option("--overlap", default=None, type=int,
+              help="Pixels shared by neighbouring windows, cross-faded to hide seams; at most "
+                   "half the window [default: a quarter of the checkpoint's chip size].")
+@click.option("--batch-size", default=8, show_default=True, type=int,
+              help="Windows per generator call.")
+@click.option("--device", default=None,
+              help="Torch device: cpu, cuda, cuda:1 … [default: cuda when available, else cpu].")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the style code of a VAE checkpoint; the same seed gives the same "
+                   "bytes.")
+@click.option("--style", default=None, type=click.Path(dir_okay=False, path_type=str),
+              help="Image whose style the output copies (checkpoints with a style encoder).")
+@click.option("--bbox", default=None,
+              help="Synthesize only MINX,MINY,MAXX,MAXY (in LANDCOVER's CRS).")
+@click.option("--window", default=None,
+              help="Synthesize only COL_OFF,ROW_OFF,WIDTH,HEIGHT (pixels of LANDCOVER).")
+@click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF (GDAL's COG driver).")
+@click.option("--amp", type=click.Choice(["auto", "bf16", "none"]), default="auto",
+              show_default=True,
+              help="Inference precision: auto uses bf16 where it is faster than fp32 (GPUs, "
+                   "CPUs with AMX), else fp32; bf16 forces it; none is fp32.")
+@click.option("--tiles-only", default=None, type=click.Path(file_okay=False, path_type=str),
+              help="Instead of OUT, write one GeoTIFF per strip of windows into this folder; "
+                   "join them with 'geospade stitch'.")
+@click.option("--rank", default=None, type=int,
+              help="With --tiles-only: this process's share of the strips [default: $RANK or 0].")
+@click.option("--world-size", default=None, type=int,
+              help="With --tiles-only: number of processes sharing the work "
+                   "[default: $WORLD_SIZE or 1].")
+@click.option("--unknown", type=click.Choice(["error", "ignore"]), default="error",
+              show_default=True,
+              help="Land-cover values outside the checkpoint's scheme: stop with an error naming "
+                   "them, or treat them as no data.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
+def command(checkpoint: str, landcover: str, out: str | None, edits: str | None,
+            edit_field: str | None, save_landcover: str | None, overlap: int | None,
+            batch_size: int, device: str | None, seed: int, style: str | None, bbox: str | None,
+            window: str | None, cog: bool, amp: str, tiles_only: str | None, rank: int | None,
+            world_size: int | None, unknown: str, overwrite: bool, quiet: bool) -> None:
+    """Turn LANDCOVER into imagery with the generator in CHECKPOINT.
 
-@click.command("synthesize", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def command(args) -> None:
-    """Not built yet."""
-    raise GeospadeError("'geospade synthesize' is not built yet")
+    The land cover is read in strips and cut into overlapping windows of the checkpoint's chip
+    size; the windows are generated in batches and cross-faded, and finished rows are written
+    at once, so memory does not grow with the raster. Nodata in the land cover stays nodata in
+    the output (value 0 for unsigned bands, whose valid pixels are at least 1).
+
+    Examples:
+
+      geospade synthesize run/checkpoint.pt landcover.tif -o synthetic.tif --cog
+
+      geospade synthesize run/checkpoint.pt landcover.tif -o forest.tif \\
+          --edits fields.gpkg --edit-field new_class
+
+    On several machines: run 'geospade synthesize ... --tiles-only tiles/ --rank R
+    --world-size N' for R = 0..N-1 (or under torchrun, which sets RANK and WORLD_SIZE), copy
+    the tiles together, then 'geospade stitch tiles/*.tif -o out.tif'.
+    """
+    from geospade.errors import GeospadeError
+    from geospade.synthesis.sliding import format_summary, synthesize
+
+    if rank is None:
+        rank = int(os.environ.get("RANK", "0") or 0)
+    if world_size is None:
+        world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if out is None and tiles_only is None:
+        raise GeospadeError("give -o OUT.tif (or --tiles-only DIR)")
+    if out is not None and tiles_only is not None:
+        raise GeospadeError("give -o OUT.tif or --tiles-only DIR, not both")
+    summary = synthesize(
+        checkpoint, landcover, out, edits=edits, edit_field=edit_field,
+        save_landcover=save_landcover, overlap=overlap, batch_size=batch_size, device=device,
+        seed=seed, style=style, bbox=bbox, window=window, cog=cog, amp=amp,
+        tiles_only=tiles_only, rank=rank, world_size=world_size, unknown=unknown,
+        overwrite=overwrite, quiet=quiet,
+    )
+    if not quiet:
+        click.echo(format_summary(summary))

@@ -1,0 +1,565 @@
+"""The georeferenced writer: blends overlapping pieces into one GeoTIFF/COG, strip by strip.
+
+Pieces (model windows, or whole tiles made elsewhere) are added in order of their top row. Each is
+weighted by a smooth ramp that rises over the part it shares with its neighbours and stays flat at
+the raster's own outer edges (DESIGN.md, "Seamless synthesis"). The writer keeps weighted sums
+only for the rows that a later piece can still touch; as soon as rows are final they are divided
+by their summed weight and written with windowed writes, one block row at a time. Memory is
+bounded by the pieces' height times the raster width, never by the raster's size.
+
+Files are written under a hidden temporary name in the destination folder and renamed when
+complete; a crash or interrupt deletes the temporary file, so nothing complete-looking is left.
+
+Pixels that no piece covers with a positive weight are nodata. Valid pixels never equal the nodata
+value: an integer pixel that would is moved one step away from it (e.g. 0 -> 1 for uint8).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.windows import Window
+
+from geospade.errors import GeospadeError
+
+DEFAULT_BLOCK_SIZE = 256
+"""Internal tile size (pixels) of the GeoTIFFs the writer makes."""
+
+
+# -- blending weights ---------------------------------------------------------------------------
+
+
+def ramp(length: int, lead: int = 0, trail: int = 0) -> np.ndarray:
+    """1-D blending weights of a piece ``length`` pixels long.
+
+    The weight rises as ``sin^2`` over the first ``lead`` pixels, falls as ``cos^2`` over the last
+    ``trail`` pixels and is 1 elsewhere. Two pieces that overlap by ``L`` pixels, one with
+    ``trail=L`` and the other with ``lead=L``, cross-fade with weights that sum to exactly 1; the
+    weights are never 0, so every covered pixel has a defined value.
+
+    Args:
+        length: pixels in the piece.
+        lead: pixels shared with the previous piece (0 at the raster's own edge: no fade).
+        trail: pixels shared with the next piece.
+
+    Returns:
+        float64 weights of shape ``(length,)`` in (0, 1].
+    """
+    w = np.ones(length, dtype=np.float64)
+    for n, side in ((min(lead, length), slice(None)), (min(trail, length), slice(None, None, -1))):
+        if n > 0:
+            rise = np.sin(0.5 * np.pi * (np.arange(n) + 0.5) / n) ** 2
+            view = w[side]
+            view[:n] *= rise
+    return w
+
+
+def edge_overlaps(starts: Sequence[int], ends: Sequence[int],
+                  across: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Lead and trail overlaps of 1-D extents, for :func:`ramp`.
+
+    The lead of piece ``t`` is the largest overlap with a piece that starts before it and ends
+    inside or after its start; the trail the largest overlap with a piece that starts inside it
+    and ends after it. For a regular row of windows these are the overlaps with the previous and
+    the next window.
+
+    Args:
+        starts, ends: extents ``[start, end)`` of the pieces along one axis.
+        across: optional ``(n, n)`` boolean matrix; pieces ``t`` and ``u`` only count as
+            neighbours where ``across[t, u]`` (e.g. "their extents on the other axis intersect").
+
+    Returns:
+        ``(lead, trail)`` integer arrays, one value per piece.
+    """
+    s = np.asarray(starts, dtype=np.int64)[:, None]
+    e = np.asarray(ends, dtype=np.int64)[:, None]
+    su, eu = s.T, e.T
+    ok = np.ones((len(s), len(s)), dtype=bool) if across is None else across
+    before = ok & (su < s) & (eu > s)
+    after = ok & (su > s) & (su < e) & (eu > e)
+    lead = np.where(before, np.minimum(eu, e) - s, 0).max(axis=1, initial=0)
+    trail = np.where(after, e - su, 0).max(axis=1, initial=0)
+    return lead, trail
+
+
+# -- output files -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Where a raster lies: CRS, affine transform and size in pixels."""
+
+    crs: CRS | None
+    transform: Affine
+    width: int
+    height: int
+
+
+def prepare_output(path: str | Path, overwrite: bool = False) -> Path:
+    """Check that ``path`` can be written before any work is done.
+
+    Creates missing parent folders. Raises :class:`GeospadeError` when the file exists and
+    ``overwrite`` is false, when it is a folder, or when its folder cannot be written.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise GeospadeError(f"output {path} is a folder, not a file")
+    if path.exists() and not overwrite:
+        raise GeospadeError(f"output {path} already exists (use --overwrite to replace it)")
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GeospadeError(f"cannot create output folder {folder}: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise GeospadeError(f"output folder {folder} is not writable")
+    return path
+
+
+def _temp_name(path: Path, tag: str) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.{tag}")
+
+
+def overview_factors(width: int, height: int, block_size: int = DEFAULT_BLOCK_SIZE) -> list[int]:
+    """Overview decimation factors 2, 4, 8 … until the overview fits in one block."""
+    factors, f = [], 2
+    while max(width, height) / (f // 2) > block_size:
+        factors.append(f)
+        f *= 2
+    return factors
+
+
+def _predictor(dtype: str) -> int:
+    return 3 if np.issubdtype(np.dtype(dtype), np.floating) else 2
+
+
+class StripWriter:
+    """Writes a raster top to bottom, in row strips of any height, to a tiled compressed GeoTIFF.
+
+    Rows are staged until a whole block row is complete and written with one windowed write, so
+    every compressed block is written exactly once. :meth:`close` builds internal overviews (or
+    copies to a COG with GDAL's COG driver) and renames the temporary file to ``path``;
+    :meth:`abort` (also called when the ``with`` block raises) deletes it.
+
+    Args:
+        path: final output path (checked with :func:`prepare_output`).
+        grid: CRS, transform and size.
+        count: bands.
+        dtype: numpy/GDAL dtype name.
+        nodata: nodata value (None for none).
+        descriptions: band descriptions.
+        colorinterp: colour interpretation per band (default: RGB when the first three
+            descriptions are red, green, blue; else undefined/gray).
+        colormap: colour table for a single-band class raster.
+        cog: write a Cloud-Optimized GeoTIFF.
+        overwrite: replace an existing ``path``.
+        overviews: build internal overviews (always on for a COG).
+        resampling: overview resampling ("average" for imagery, "nearest" for classes).
+        block_size: internal tile size (multiple of 16).
+    """
+
+    def __init__(self, path: str | Path, grid: Grid, count: int, dtype: str,
+                 nodata: float | None = None, descriptions: Sequence[str] | None = None,
+                 colorinterp: Sequence[ColorInterp] | None = None,
+                 colormap: dict[int, tuple[int, ...]] | None = None, cog: bool = False,
+                 overwrite: bool = False, overviews: bool = True, resampling: str = "average",
+                 block_size: int = DEFAULT_BLOCK_SIZE) -> None:
+        if block_size % 16:
+            raise GeospadeError(f"block size {block_size} is not a multiple of 16")
+        self.path = prepare_output(path, overwrite)
+        self.grid = grid
+        self.count = count
+        self.dtype = np.dtype(dtype)
+        self.cog = cog
+        self.overviews = overviews
+        self.resampling = Resampling[resampling]
+        self.block_size = block_size
+        self.rows_written = 0
+        self._tmp = _temp_name(self.path, "strips.tif" if cog else "partial")
+        self._stage = np.empty((count, min(block_size, grid.height), grid.width), dtype=self.dtype)
+        self._staged = 0
+        profile: dict[str, Any] = {
+            "driver": "GTiff", "width": grid.width, "height": grid.height, "count": count,
+            "dtype": self.dtype.name, "crs": grid.crs, "transform": grid.transform,
+            "nodata": nodata, "tiled": True, "blockxsize": block_size, "blockysize": block_size,
+            "compress": "deflate", "predictor": _predictor(self.dtype.name),
+            "interleave": "pixel", "bigtiff": "if_safer",
+        }
+        self._dst = rasterio.open(self._tmp, "w", **profile)
+        try:
+            if descriptions:
+                for i, d in enumerate(descriptions, start=1):
+                    self._dst.set_band_description(i, str(d))
+            interp = colorinterp or default_colorinterp(descriptions, count)
+            if colormap is not None and count == 1:
+                self._dst.write_colormap(1, colormap)
+            else:
+                self._dst.colorinterp = interp
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, rows: np.ndarray) -> None:
+        """Append ``rows`` ``(count, n, width)`` below the rows written so far."""
+        if rows.shape[0] != self.count or rows.shape[2] != self.grid.width:
+            raise ValueError(f"strip of shape {rows.shape} does not fit the raster")
+        if self.rows_written + self._staged + rows.shape[1] > self.grid.height:
+            raise ValueError("more rows than the raster has")
+        done = 0
+        while done < rows.shape[1]:
+            n = min(rows.shape[1] - done, self._stage.shape[1] - self._staged)
+            self._stage[:, self._staged:self._staged + n] = rows[:, done:done + n]
+            self._staged += n
+            done += n
+            if self._staged == self._stage.shape[1]:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._staged:
+            window = Window(0, self.rows_written, self.grid.width, self._staged)
+            self._dst.write(self._stage[:, :self._staged], window=window)
+            self.rows_written += self._staged
+            self._staged = 0
+
+    def close(self) -> Path:
+        """Finish the file (overviews or COG) and move it to its final name; returns the path."""
+        try:
+            self._flush()
+            if self.rows_written != self.grid.height:
+                raise ValueError(f"only {self.rows_written} of {self.grid.height} rows written")
+            factors = overview_factors(self.grid.width, self.grid.height, self.block_size)
+            if self.overviews and not self.cog and factors:
+                self._dst.build_overviews(factors, self.resampling)
+                self._dst.update_tags(ns="rio_overview", resampling=self.resampling.name)
+            self._dst.close()
+            if self.cog:
+                final_tmp = _temp_name(self.path, "partial")
+                try:
+                    rasterio.shutil.copy(
+                        self._tmp, final_tmp, driver="COG", COMPRESS="DEFLATE",
+                        PREDICTOR="YES", BLOCKSIZE=str(self.block_size), BIGTIFF="IF_SAFER",
+                        OVERVIEW_RESAMPLING=self.resampling.name.upper(),
+                        OVERVIEWS="AUTO" if self.overviews else "NONE",
+                    )
+                    os.replace(final_tmp, self.path)
+                finally:
+                    final_tmp.unlink(missing_ok=True)
+                    self._tmp.unlink(missing_ok=True)
+            else:
+                os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Close and delete the temporary file (the final path is never touched)."""
+        if not self._dst.closed:
+            self._dst.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> StripWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def default_colorinterp(descriptions: Sequence[str] | None, count: int) -> list[ColorInterp]:
+    """RGB (then undefined) when the first three bands are red, green, blue; gray for one band;
+    undefined otherwise."""
+    names = [str(d).strip().lower() for d in (descriptions or [])]
+    if count >= 3 and names[:3] in (["red", "green", "blue"], ["r", "g", "b"]):
+        return [ColorInterp.red, ColorInterp.green, ColorInterp.blue] + (
+            [ColorInterp.undefined] * (count - 3))
+    if count == 1:
+        return [ColorInterp.gray]
+    return [ColorInterp.undefined] * count
+
+
+def _nudge_value(dtype: np.dtype, nodata: float) -> float:
+    if np.issubdtype(dtype, np.integer):
+        return nodata + 1 if nodata < np.iinfo(dtype).max else nodata - 1
+    return np.nextafter(np.float32(nodata), np.float32(np.inf)).item()
+
+
+def cast_to(dtype: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The default conversion of blended float values: round and clip to an integer dtype, or
+    cast to a float dtype."""
+    dt = np.dtype(dtype)
+
+    def convert(values: np.ndarray) -> np.ndarray:
+        if np.issubdtype(dt, np.integer):
+            info = np.iinfo(dt)
+            return np.clip(np.rint(values), info.min, info.max).astype(dt)
+        return values.astype(dt)
+
+    return convert
+
+
+class BlendingWriter:
+    """Blends weighted pieces into one GeoTIFF/COG, holding only the rows still being touched.
+
+    Pieces must come in non-decreasing order of their top row (``row_off``); adding one finalises
+    every row above it. A piece's ``weight`` is usually ``np.outer(ramp(h, ...), ramp(w, ...))``
+    times a validity mask (0 where the piece has no data).
+
+    Args:
+        path: output path.
+        grid: the output grid (CRS, transform, size).
+        count: bands.
+        dtype: output dtype.
+        nodata: value of pixels with no weight (None: nodata 0 for integer dtypes written only
+            where uncovered, NaN for floats).
+        to_output: maps blended float values ``(count, n, width)`` to the output dtype (default
+            :func:`cast_to`).
+        **kwargs: passed to :class:`StripWriter` (descriptions, colorinterp, cog, overwrite,
+            overviews, resampling, block_size).
+    """
+
+    def __init__(self, path: str | Path, grid: Grid, count: int, dtype: str,
+                 nodata: float | None = None,
+                 to_output: Callable[[np.ndarray], np.ndarray] | None = None,
+                 **kwargs: Any) -> None:
+        self.dtype = np.dtype(dtype)
+        if nodata is None:
+            nodata = math.nan if np.issubdtype(self.dtype, np.floating) else 0
+        self.nodata = nodata
+        self.grid = grid
+        self.count = count
+        self.to_output = to_output or cast_to(self.dtype.name)
+        self._out = StripWriter(path, grid, count, self.dtype.name, nodata=nodata, **kwargs)
+        self.path = self._out.path
+        self._base = 0  # first row not yet written
+        self._last_row = 0
+        self._sum = np.zeros((count, 0, grid.width), dtype=np.float32)
+        self._weight = np.zeros((0, grid.width), dtype=np.float32)
+
+    def add(self, data: np.ndarray, row_off: int, col_off: int,
+            weight: np.ndarray | None = None) -> None:
+        """Add a piece ``(count, h, w)`` whose top-left pixel is (``row_off``, ``col_off``).
+
+        Args:
+            data: values in any float units that ``to_output`` understands.
+            row_off, col_off: position in the output grid; the piece must lie inside it.
+            weight: ``(h, w)`` non-negative weights (default 1 everywhere).
+        """
+        _, h, w = data.shape
+        if row_off < self._last_row:
+            raise ValueError("pieces must be added in order of their top row")
+        if (row_off < 0 or col_off < 0 or row_off + h > self.grid.height
+                or col_off + w > self.grid.width):
+            raise ValueError(f"piece at ({row_off}, {col_off}) of size {h}x{w} is off the grid")
+        self._last_row = row_off
+        self._finish_rows(row_off)
+        need = row_off + h - self._base
+        if need > self._weight.shape[0]:
+            grow = need - self._weight.shape[0]
+            self._sum = np.concatenate(
+                [self._sum, np.zeros((self.count, grow, self.grid.width), np.float32)], axis=1)
+            self._weight = np.concatenate(
+                [self._weight, np.zeros((grow, self.grid.width), np.float32)], axis=0)
+        rows = slice(row_off - self._base, row_off - self._base + h)
+        cols = slice(col_off, col_off + w)
+        if weight is None:
+            self._sum[:, rows, cols] += data
+            self._weight[rows, cols] += 1.0
+        else:
+            weight = weight.astype(np.float32, copy=False)
+            self._sum[:, rows, cols] += data * weight
+            self._weight[rows, cols] += weight
+
+    def _finish_rows(self, until: int) -> None:
+        """Write rows ``[base, until)``: those no later piece can touch."""
+        while self._base < until:
+            held = self._weight.shape[0]
+            n = min(until - self._base, held) if held else min(until - self._base,
+                                                                self._out.block_size)
+            if held:
+                out = self._convert(self._sum[:, :n], self._weight[:n])
+                self._sum = self._sum[:, n:]
+                self._weight = self._weight[n:]
+            else:
+                out = np.full((self.count, n, self.grid.width), self.nodata, dtype=self.dtype)
+            self._out.write(out)
+            self._base += n
+
+    def _convert(self, total: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        covered = weight > 0
+        mean = total / np.where(covered, weight, 1.0)
+        out = self.to_output(mean)
+        if not (isinstance(self.nodata, float) and math.isnan(self.nodata)):
+            clash = (out == self.nodata) & covered
+            if clash.any():
+                out[clash] = _nudge_value(self.dtype, self.nodata)
+        out[:, ~covered] = self.nodata
+        return out
+
+    def close(self) -> Path:
+        """Write the remaining rows, finish the file and rename it; returns the path."""
+        try:
+            self._finish_rows(self.grid.height)
+        except BaseException:
+            self._out.abort()
+            raise
+        return self._out.close()
+
+    def abort(self) -> None:
+        """Delete the temporary file."""
+        self._out.abort()
+
+    def __enter__(self) -> BlendingWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+# -- stitch -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Tile:
+    path: Path
+    row: int
+    col: int
+    height: int
+    width: int
+
+
+def _tile_offsets(paths: Sequence[Path]) -> tuple[list[_Tile], Grid, dict[str, Any]]:
+    """Check that the tiles share a CRS, pixel size, pixel grid, bands and dtype; place them."""
+    if not paths:
+        raise GeospadeError("no tiles to stitch")
+    metas = []
+    for p in paths:
+        if not p.is_file():
+            raise GeospadeError(f"tile not found: {p}")
+        try:
+            with rasterio.open(p) as src:
+                metas.append((p, src.crs, src.transform, src.width, src.height, src.count,
+                               src.dtypes[0], src.nodata, src.descriptions,
+                               tuple(src.colorinterp)))
+        except rasterio.errors.RasterioIOError as exc:
+            raise GeospadeError(f"{p} is not a readable raster ({str(exc).splitlines()[0]})"
+                                ) from None
+    p0, crs0, t0, *_ = metas[0]
+    _, _, _, _, _, count0, dtype0, nodata0, desc0, interp0 = metas[0]
+    if crs0 is None:
+        raise GeospadeError(f"tile {p0} has no CRS")
+    if t0.b != 0 or t0.d != 0:
+        raise GeospadeError(f"tile {p0} is rotated; stitch needs north-up tiles")
+    tiles = []
+    for p, crs, t, w, h, count, dtype, _, _, _ in metas:
+        if crs != crs0:
+            raise GeospadeError(f"tile {p} is in another CRS than {p0} ({crs} vs {crs0})")
+        if (t.b != 0 or t.d != 0 or not math.isclose(t.a, t0.a, rel_tol=1e-9)
+                or not math.isclose(t.e, t0.e, rel_tol=1e-9)):
+            raise GeospadeError(
+                f"tile {p} has pixel size ({t.a:g}, {-t.e:g}), {p0} has ({t0.a:g}, {-t0.e:g}): "
+                "tiles must share their pixel size"
+            )
+        col, row = (t.c - t0.c) / t0.a, (t.f - t0.f) / t0.e
+        if abs(col - round(col)) > 1e-3 or abs(row - round(row)) > 1e-3:
+            raise GeospadeError(f"tile {p} is not on the pixel grid of {p0} (offset by a "
+                                "fraction of a pixel)")
+        if count != count0 or dtype != dtype0:
+            raise GeospadeError(f"tile {p} has {count} {dtype} bands, {p0} has {count0} {dtype0}")
+        tiles.append(_Tile(p, round(row), round(col), h, w))
+    r0 = min(t.row for t in tiles)
+    c0 = min(t.col for t in tiles)
+    tiles = [_Tile(t.path, t.row - r0, t.col - c0, t.height, t.width) for t in tiles]
+    width = max(t.col + t.width for t in tiles)
+    height = max(t.row + t.height for t in tiles)
+    grid = Grid(crs0, t0 * Affine.translation(c0, r0), width, height)
+    meta = {"count": count0, "dtype": dtype0, "nodata": nodata0, "descriptions": desc0,
+            "colorinterp": interp0}
+    return tiles, grid, meta
+
+
+def tile_weights(tiles: Sequence[_Tile]) -> list[tuple[int, int, int, int]]:
+    """(lead_y, trail_y, lead_x, trail_x) ramp lengths of each tile from its overlaps."""
+    r0 = np.array([t.row for t in tiles])
+    r1 = r0 + np.array([t.height for t in tiles])
+    c0 = np.array([t.col for t in tiles])
+    c1 = c0 + np.array([t.width for t in tiles])
+    rows_meet = (r0[:, None] < r1[None, :]) & (r0[None, :] < r1[:, None])
+    cols_meet = (c0[:, None] < c1[None, :]) & (c0[None, :] < c1[:, None])
+    lead_y, trail_y = edge_overlaps(r0, r1, across=cols_meet)
+    lead_x, trail_x = edge_overlaps(c0, c1, across=rows_meet)
+    return [tuple(int(v) for v in x) for x in zip(lead_y, trail_y, lead_x, trail_x, strict=True)]
+
+
+def stitch(tiles: Sequence[str | Path], out: str | Path, cog: bool = False,
+           overwrite: bool = False, quiet: bool = False,
+           block_size: int = DEFAULT_BLOCK_SIZE) -> dict[str, Any]:
+    """Join georeferenced tiles into one GeoTIFF/COG, cross-fading where they overlap.
+
+    Tiles must share CRS, pixel size, pixel grid, band count and dtype. Where tiles overlap,
+    each fades in over the part it shares with the tiles before it and out over the part it
+    shares with the tiles after it (:func:`ramp`), the same weights ``geospade synthesize`` uses
+    between windows; tile nodata pixels get no weight. Pixels no tile covers are nodata.
+
+    Args:
+        tiles: tile paths (any GDAL raster).
+        out: output GeoTIFF path.
+        cog: write a Cloud-Optimized GeoTIFF.
+        overwrite: replace an existing ``out``.
+        quiet: no progress bar.
+        block_size: internal tile size of the output.
+
+    Returns:
+        Summary: ``output``, ``width``, ``height``, ``tiles``, ``seconds``.
+    """
+    import time
+
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    placed, grid, meta = _tile_offsets([Path(t) for t in tiles])
+    prepare_output(out, overwrite)
+    ramps = tile_weights(placed)
+    order = sorted(range(len(placed)), key=lambda i: (placed[i].row, placed[i].col))
+    nodata = meta["nodata"]
+    writer = BlendingWriter(out, grid, meta["count"], meta["dtype"], nodata=nodata,
+                            descriptions=[d or "" for d in meta["descriptions"]]
+                            if any(meta["descriptions"]) else None,
+                            colorinterp=list(meta["colorinterp"]), cog=cog, overwrite=overwrite,
+                            block_size=block_size)
+    with writer, tqdm(total=len(order), unit="tile", disable=quiet or _not_a_tty(),
+                      desc="stitch") as bar:
+        for i in order:
+            t = placed[i]
+            lead_y, trail_y, lead_x, trail_x = ramps[i]
+            with rasterio.open(t.path) as src:
+                data = src.read(out_dtype="float32")
+                valid = src.dataset_mask() > 0
+            weight = np.outer(ramp(t.height, lead_y, trail_y), ramp(t.width, lead_x, trail_x))
+            writer.add(data, t.row, t.col, (weight * valid).astype(np.float32))
+            bar.update()
+    return {"output": str(writer.path), "width": grid.width, "height": grid.height,
+            "tiles": len(placed), "seconds": time.perf_counter() - start}
+
+
+def _not_a_tty() -> bool:
+    import sys
+
+    return not sys.stderr.isatty()

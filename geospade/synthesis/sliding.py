@@ -1,0 +1,759 @@
+"""Sliding-window synthesis over a land-cover raster of any size (DESIGN.md, "Seamless synthesis").
+
+The land cover is read one strip of window rows at a time, mapped through the checkpoint's class
+scheme (and edited with vector polygons if asked), cut into windows of the chip size that overlap
+by ``overlap`` pixels, run through the generator in batches, and blended into the output by
+:class:`geospade.raster.writer.BlendingWriter`, which writes rows as soon as no later window can
+touch them. Memory therefore depends on the raster's width and the window size, never on its
+height.
+
+Seams: each window is weighted by a ``sin^2`` ramp over the pixels it shares with its neighbours
+(flat at the raster's own edges), so neighbouring windows cross-fade over the whole overlap. The
+overlap should cover the band along a window's border where zero padding changes the generator's
+output (a few pixels per level of the decoder; 1/4 of the window is a good default). Batch-norm
+statistics are frozen in eval mode, and a VAE generator gets one code z for the whole raster (from
+``seed`` or the ``style`` image), so every window is drawn in the same style.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.features import rasterize
+from rasterio.transform import array_bounds
+from rasterio.windows import Window, from_bounds
+from rasterio.windows import transform as window_transform
+from tqdm import tqdm
+
+from geospade.errors import GeospadeError
+from geospade.normalization import BandStats, denormalize, normalize
+from geospade.raster.writer import (
+    BlendingWriter,
+    Grid,
+    StripWriter,
+    edge_overlaps,
+    prepare_output,
+    ramp,
+)
+from geospade.schemes import IGNORE_INDEX, ClassScheme
+from geospade.training.checkpoint import load_checkpoint
+
+AMP_CHOICES = ("auto", "bf16", "none")
+
+# bf16 inference is the default only where it is faster than fp32: on CPUs with AMX tiles
+# (Sapphire Rapids and later) and on GPUs with bf16. On CPUs with AVX512-BF16 but no AMX (AMD
+# Zen 4, this project's machine) oneDNN's bf16 convolutions were not faster than fp32 in
+# benchmarks/bench_synthesize.py, so "auto" keeps fp32 there.
+
+
+@dataclass
+class SynthesisModel:
+    """Everything from a checkpoint that synthesis needs, ready to run.
+
+    Args:
+        generator: the generator, in eval mode, on ``device``.
+        scheme: class scheme of the checkpoint.
+        bands: imagery bands (names, dtype, normalisation).
+        chip_size: window size in pixels.
+        device: torch device.
+        amp: "bf16" or "none".
+        z: the style code ``(1, z_dim)`` shared by all windows (VAE generators), else None.
+    """
+
+    generator: torch.nn.Module
+    scheme: ClassScheme
+    bands: list[BandStats]
+    chip_size: int
+    device: torch.device
+    amp: str
+    z: torch.Tensor | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, chips: np.ndarray) -> np.ndarray:
+        """Class-index chips ``(N, S, S)`` uint8 -> imagery ``(N, bands, S, S)`` float32 in
+        [-1, 1]."""
+        labels = torch.from_numpy(chips).to(self.device, dtype=torch.long)
+        z = None if self.z is None else self.z.expand(len(chips), -1)
+        if self.amp == "bf16":
+            ctx = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        else:
+            ctx = torch.autocast(device_type=self.device.type, enabled=False)
+        with torch.inference_mode(), ctx:
+            out = self.generator(labels, z)
+        return out.float().cpu().numpy()
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX bf16 tiles (Linux: ``amx_bf16`` in /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return any("amx_bf16" in line for line in fh if line.startswith("flags"))
+    except OSError:
+        return False
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` on a bf16 GPU or an AMX CPU, else ``none``; checks ``bf16``."""
+    if amp not in AMP_CHOICES:
+        raise GeospadeError(f"--amp must be one of {', '.join(AMP_CHOICES)}, not {amp!r}")
+    if device.type == "cuda":
+        supported = torch.cuda.is_bf16_supported()
+        fast = supported
+    elif device.type == "cpu":
+        from geospade.models import cpu_supports_bf16
+
+        supported = cpu_supports_bf16()
+        fast = supported and cpu_has_amx()
+    else:
+        supported = fast = False
+    if amp == "auto":
+        return "bf16" if fast else "none"
+    if amp == "bf16" and not supported:
+        raise GeospadeError(f"--amp bf16: {device} has no bf16 support; use --amp none")
+    return amp
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/"auto" -> cuda when available, else cpu; checks that the device exists."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise GeospadeError(f"unknown device {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GeospadeError(f"device {device} requested but CUDA is not available")
+    return dev
+
+
+def load_synthesis_model(checkpoint: str | Path, device: str | torch.device | None = None,
+                         amp: str = "auto", seed: int = 0, style: str | Path | None = None,
+                         channels_last: bool | None = None) -> SynthesisModel:
+    """Load a checkpoint's generator (EMA weights when present) for inference.
+
+    Args:
+        checkpoint: checkpoint file written by ``geospade train``.
+        device: "cpu", "cuda", "cuda:1" … (default: cuda when available).
+        amp: "auto", "bf16" or "none".
+        seed: seed of the style code z of a VAE generator (ignored with ``style``).
+        style: an image (any GDAL raster with the checkpoint's bands) whose style the output
+            takes; needs a checkpoint with a style encoder.
+        channels_last: channels-last weights (default: with bf16).
+
+    Returns:
+        A :class:`SynthesisModel`.
+    """
+    from geospade.models import build_generator
+
+    data = load_checkpoint(checkpoint)
+    dev = resolve_device(device)
+    amp = resolve_amp(amp, dev)
+    try:
+        scheme = ClassScheme.from_dict(data["scheme"])
+        bands = [BandStats.from_dict(b) for b in data["bands"]]
+        chip_size = int(data["chip_size"])
+        gen_config = dict(data["generator_config"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise GeospadeError(f"{checkpoint}: invalid checkpoint metadata ({exc})") from None
+    if not bands:
+        raise GeospadeError(f"{checkpoint}: checkpoint lists no bands")
+    generator = build_generator(gen_config)
+    if generator.num_classes != scheme.num_classes or generator.out_channels != len(bands):
+        raise GeospadeError(
+            f"{checkpoint}: generator has {generator.num_classes} classes and "
+            f"{generator.out_channels} bands, the checkpoint's scheme and bands "
+            f"{scheme.num_classes} and {len(bands)}"
+        )
+    if chip_size % generator.stride:
+        raise GeospadeError(f"{checkpoint}: chip size {chip_size} is not a multiple of the "
+                            f"generator's stride {generator.stride}")
+    state = data.get("generator_ema") or data["generator"]
+    try:
+        generator.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0][:160]
+        raise GeospadeError(f"{checkpoint}: weights do not match generator_config ({first})"
+                            ) from None
+    generator.eval().to(dev)
+    _bake_parametrizations(generator)
+    if channels_last is None:
+        channels_last = amp == "bf16"
+    if channels_last:
+        generator.to(memory_format=torch.channels_last)
+    z = None
+    if style is not None and not (generator.use_vae and data.get("encoder")):
+        raise GeospadeError(f"--style needs a checkpoint with a style encoder; {checkpoint} was "
+                            "trained without one (--use-vae)")
+    if generator.use_vae:
+        if style is not None:
+            z = _encode_style(style, data["encoder"], data.get("encoder_config"), bands,
+                              chip_size, generator.z_dim, dev)
+        else:
+            rng = torch.Generator().manual_seed(int(seed))
+            z = torch.randn(1, generator.z_dim, generator=rng).to(dev)
+    return SynthesisModel(generator, scheme, bands, chip_size, dev, amp, z,
+                          config=data.get("config") or {})
+
+
+def _bake_parametrizations(module: torch.nn.Module) -> None:
+    """Replace spectral-norm parametrizations by their current weights (inference only: saves
+    recomputing ``W / sigma`` at every call; the values are the same)."""
+    from torch.nn.utils import parametrize
+
+    for sub in module.modules():
+        if parametrize.is_parametrized(sub):
+            for name in list(sub.parametrizations):
+                parametrize.remove_parametrizations(sub, name, leave_parametrized=True)
+
+
+def _encode_style(style: str | Path, encoder_state: dict, encoder_config: dict | None,
+                  bands: Sequence[BandStats], chip_size: int, z_dim: int,
+                  device: torch.device) -> torch.Tensor:
+    """The style code of an image: the encoder's mean (deterministic), shape (1, z_dim)."""
+    from geospade.models import StyleEncoder
+
+    path = Path(style)
+    if not path.is_file():
+        raise GeospadeError(f"style image not found: {path}")
+    try:
+        with rasterio.open(path) as src:
+            if src.count != len(bands):
+                raise GeospadeError(f"style image {path} has {src.count} bands, the checkpoint "
+                                    f"{len(bands)}")
+            image = src.read(out_shape=(src.count, chip_size, chip_size),
+                             resampling=rasterio.enums.Resampling.bilinear)
+    except rasterio.errors.RasterioIOError as exc:
+        raise GeospadeError(f"cannot read style image {path}: {str(exc).splitlines()[0]}"
+                            ) from None
+    if encoder_config:
+        config = dict(encoder_config)
+    else:
+        # Older checkpoints: the encoder's width and spectral norm are read from its weights.
+        keys = [k for k in encoder_state if k.startswith("layers.0.0.")]
+        first = next((encoder_state[k] for k in keys if k.endswith("weight.original")
+                      or k == "layers.0.0.weight"), None)
+        if first is None:
+            raise GeospadeError("checkpoint's style encoder has an unknown layout")
+        config = {"in_channels": len(bands), "ndf": int(first.shape[0]), "z_dim": z_dim,
+                  "crop_size": chip_size,
+                  "spectral_norm": any("parametrizations" in k for k in keys)}
+    try:
+        encoder = StyleEncoder(**config)
+    except TypeError as exc:
+        raise GeospadeError(f"checkpoint's encoder_config is invalid ({exc})") from None
+    try:
+        encoder.load_state_dict(encoder_state)
+    except RuntimeError as exc:
+        raise GeospadeError(f"checkpoint's style encoder does not load ({str(exc)[:120]})"
+                            ) from None
+    encoder.eval().to(device)
+    x = torch.from_numpy(normalize(image, bands))[None].to(device)
+    with torch.inference_mode():
+        mu, _ = encoder(x)
+    return mu.float()
+
+
+# -- windows ------------------------------------------------------------------------------------
+
+
+def window_offsets(length: int, size: int, overlap: int) -> tuple[list[int], np.ndarray,
+                                                                  np.ndarray]:
+    """Offsets of windows of ``size`` overlapping by ``overlap`` over ``length`` pixels, and the
+    lead/trail overlap of each (for :func:`geospade.raster.writer.ramp`).
+
+    The last window is shifted back to end at ``length`` (it overlaps its neighbour more). A
+    length shorter than one window gives one window at 0 that reads past the end (padded).
+    """
+    stride = size - overlap
+    if length <= size:
+        offsets = [0]
+    else:
+        offsets = list(range(0, length - size + 1, stride))
+        if offsets[-1] + size < length:
+            offsets.append(length - size)
+    starts = np.array(offsets)
+    lead, trail = edge_overlaps(starts, np.minimum(starts + size, length))
+    return offsets, lead, trail
+
+
+def parse_window(window: str | Sequence[int] | Window | None, width: int, height: int
+                 ) -> Window:
+    """``"col_off,row_off,width,height"`` (or a tuple/Window) -> a Window inside the raster."""
+    if window is None:
+        return Window(0, 0, width, height)
+    if isinstance(window, str):
+        try:
+            parts = [int(v) for v in window.replace(" ", "").split(",")]
+        except ValueError:
+            parts = []
+        if len(parts) != 4:
+            raise GeospadeError(f"--window must be COL_OFF,ROW_OFF,WIDTH,HEIGHT, not {window!r}")
+        window = Window(*parts)
+    elif not isinstance(window, Window):
+        window = Window(*[int(v) for v in window])
+    full = Window(0, 0, width, height)
+    if window.width <= 0 or window.height <= 0:
+        raise GeospadeError("--window needs a positive width and height")
+    try:
+        inter = window.intersection(full)
+    except rasterio.errors.WindowError:
+        raise GeospadeError(f"--window {_fmt_window(window)} lies outside the land cover "
+                            f"({width}x{height})") from None
+    return Window(int(inter.col_off), int(inter.row_off), int(inter.width), int(inter.height))
+
+
+def parse_bbox(bbox: str | Sequence[float], transform, width: int, height: int) -> Window:
+    """``"minx,miny,maxx,maxy"`` in the land cover's CRS -> the window of pixels it touches."""
+    if isinstance(bbox, str):
+        try:
+            bbox = [float(v) for v in bbox.replace(" ", "").split(",")]
+        except ValueError:
+            bbox = []
+    if len(bbox) != 4 or not (bbox[0] < bbox[2] and bbox[1] < bbox[3]):
+        raise GeospadeError("--bbox must be MINX,MINY,MAXX,MAXY with min < max, in the land "
+                            "cover's CRS")
+    win = from_bounds(*bbox, transform=transform)
+    c0, r0 = math.floor(win.col_off + 1e-9), math.floor(win.row_off + 1e-9)
+    c1 = math.ceil(win.col_off + win.width - 1e-9)
+    r1 = math.ceil(win.row_off + win.height - 1e-9)
+    c0, r0, c1, r1 = max(c0, 0), max(r0, 0), min(c1, width), min(r1, height)
+    if c1 <= c0 or r1 <= r0:
+        raise GeospadeError(f"--bbox {bbox} does not overlap the land cover")
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def _fmt_window(w: Window) -> str:
+    return f"{int(w.col_off)},{int(w.row_off)},{int(w.width)},{int(w.height)}"
+
+
+# -- land cover ---------------------------------------------------------------------------------
+
+
+def scan_unknown_values(src: rasterio.DatasetReader, area: Window, scheme: ClassScheme
+                        ) -> dict[float, int]:
+    """Raw values in ``area`` that are neither a class nor unlabelled, with pixel counts.
+
+    Reads the area in strips (memory bounded); integer rasters are counted with ``bincount``.
+    """
+    counts: dict[float, int] = {}
+    rows = max(1, (16 << 20) // max(1, int(area.width)))
+    for r in range(0, int(area.height), rows):
+        win = Window(area.col_off, area.row_off + r, area.width, min(rows, area.height - r))
+        raw = src.read(1, window=win)
+        if raw.dtype.kind == "u" and raw.dtype.itemsize <= 2:
+            hist = np.bincount(raw.ravel())
+            values = np.nonzero(hist)[0]
+            present = dict(zip(values.tolist(), hist[values].tolist(), strict=True))
+        else:
+            values, n = np.unique(raw, return_counts=True)
+            present = dict(zip(values.tolist(), n.tolist(), strict=True))
+        known = set(scheme.values) | set(scheme.nodata) | set(scheme.ignore)
+        if src.nodata is not None:
+            known.add(src.nodata)
+        for v, n in present.items():
+            if v in known or (isinstance(v, float) and not math.isfinite(v)):
+                continue
+            key = int(v) if float(v).is_integer() else float(v)
+            counts[key] = counts.get(key, 0) + int(n)
+    return counts
+
+
+@dataclass
+class Edits:
+    """Vector edits reprojected to the land cover's CRS: geometries and the class index each
+    burns (later features win where they overlap)."""
+
+    geometries: Any  # geopandas.GeoSeries
+    classes: np.ndarray
+
+    def burn(self, labels: np.ndarray, transform) -> None:
+        """Burn the edits that touch ``labels`` (a class-index array on ``transform``) in place."""
+        from shapely.geometry import box
+
+        h, w = labels.shape
+        hits = np.sort(self.geometries.sindex.query(box(*array_bounds(h, w, transform))))
+        if len(hits):
+            shapes = zip(self.geometries.iloc[hits], self.classes[hits].tolist(), strict=True)
+            rasterize(shapes, out=labels, transform=transform)
+
+
+def load_edits(path: str | Path, field_name: str | None, scheme: ClassScheme, crs) -> Edits:
+    """Read a vector layer of edits (any format geopandas reads) for the land cover's CRS.
+
+    Args:
+        path: vector file.
+        field_name: attribute holding each feature's class: a raw class value or a class name.
+        scheme: the checkpoint's class scheme.
+        crs: the land cover's CRS.
+
+    Raises:
+        GeospadeError: unreadable file, no CRS, missing field, or values that are no class.
+    """
+    import geopandas as gpd
+
+    path = Path(path)
+    if not path.exists():
+        raise GeospadeError(f"edits not found: {path}")
+    if not field_name:
+        raise GeospadeError("--edits needs --edit-field (the attribute with each polygon's class)")
+    try:
+        gdf = gpd.read_file(path)
+    except Exception as exc:  # noqa: BLE001 - pyogrio/fiona raise their own error types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise GeospadeError(f"cannot read edits {path}: {first}") from None
+    if field_name not in gdf.columns:
+        fields = ", ".join(c for c in gdf.columns if c != gdf.geometry.name) or "none"
+        raise GeospadeError(f"edits {path} have no field {field_name!r} (fields: {fields})")
+    if gdf.crs is None:
+        raise GeospadeError(f"edits {path} have no CRS; set one (e.g. ogr2ogr -a_srs) so they "
+                            "can be placed on the land cover")
+    if crs is None:
+        raise GeospadeError("the land cover has no CRS, so vector edits cannot be placed on it")
+    gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
+    classes = []
+    for i, value in zip(gdf.index, gdf[field_name], strict=True):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            raise GeospadeError(f"edits feature {i} has no value in field {field_name!r}")
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            value = int(value)
+        if isinstance(value, (np.integer,)):
+            value = int(value)
+        classes.append(scheme.index_of(value))
+    gdf = gdf.to_crs(crs)
+    return Edits(gdf.geometry.reset_index(drop=True), np.array(classes, dtype=np.uint8))
+
+
+def _class_raster_values(scheme: ClassScheme, src_dtype: str, src_nodata: float | None
+                         ) -> tuple[np.ndarray, str, float]:
+    """Lookup table class index -> raw value for writing an (edited) class map, its dtype and
+    nodata."""
+    if src_nodata is not None and float(src_nodata).is_integer():
+        nodata = int(src_nodata)
+    elif scheme.nodata:
+        nodata = int(scheme.nodata[0])
+    else:
+        nodata = next(v for v in (0, 255, 65535) if v not in scheme.values)
+    top = max([*scheme.values, nodata])
+    low = min([*scheme.values, nodata])
+    dtype = np.dtype(src_dtype)
+    if (not np.issubdtype(dtype, np.integer) or top > np.iinfo(dtype).max
+            or low < np.iinfo(dtype).min):
+        dtype = np.dtype("uint8" if low >= 0 and top < 256 else
+                         "uint16" if low >= 0 and top < 65536 else "int32")
+    lut = np.full(256, nodata, dtype=dtype)
+    lut[:scheme.num_classes] = scheme.values
+    return lut, dtype.name, nodata
+
+
+def output_nodata(bands: Sequence[BandStats]) -> float:
+    """The output's nodata value: the source imagery's nodata when it had one, else 0 for
+    unsigned integer bands, the minimum for signed ones and NaN for floats."""
+    if bands[0].nodata is not None:
+        return bands[0].nodata
+    dtype = np.dtype(bands[0].dtype)
+    if np.issubdtype(dtype, np.floating):
+        return math.nan
+    return 0 if dtype.kind == "u" else int(np.iinfo(dtype).min)
+
+
+# -- synthesis ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Item:
+    strip: int
+    row: int
+    col: int
+    col_index: int
+    chip: np.ndarray | None  # None: no valid pixel, nothing to run
+    valid: np.ndarray
+
+
+def synthesize(
+    checkpoint: str | Path | SynthesisModel,
+    landcover: str | Path,
+    out: str | Path | None,
+    *,
+    edits: str | Path | None = None,
+    edit_field: str | None = None,
+    save_landcover: str | Path | None = None,
+    overlap: int | None = None,
+    batch_size: int = 8,
+    device: str | None = None,
+    seed: int = 0,
+    style: str | Path | None = None,
+    bbox: str | Sequence[float] | None = None,
+    window: str | Sequence[int] | None = None,
+    cog: bool = False,
+    amp: str = "auto",
+    tiles_only: str | Path | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    unknown: str = "error",
+    overwrite: bool = False,
+    quiet: bool = False,
+    block_size: int = 256,
+) -> dict[str, Any]:
+    """Turn a land-cover raster into georeferenced imagery on the same grid.
+
+    Args:
+        checkpoint: checkpoint path (or a loaded :class:`SynthesisModel`).
+        landcover: land-cover raster with the raw values of the checkpoint's scheme.
+        out: output GeoTIFF (ignored with ``tiles_only``).
+        edits: vector layer of polygons to burn into the class map first.
+        edit_field: the edits' attribute with a class value or class name per polygon.
+        save_landcover: also write the (edited) class map, in raw scheme values, here.
+        overlap: pixels shared by neighbouring windows (default: chip size / 4; at most half).
+        batch_size: windows per generator call.
+        device: "cpu", "cuda", … (default: cuda when available).
+        seed: seed of the style code of a VAE generator; same seed -> same bytes.
+        style: image whose style a VAE generator copies (needs a style encoder).
+        bbox: ``"minx,miny,maxx,maxy"`` in the land cover's CRS: synthesize only that part.
+        window: ``"col_off,row_off,width,height"`` in pixels: synthesize only that part.
+        cog: write a Cloud-Optimized GeoTIFF.
+        amp: "auto" (bf16 where it is faster), "bf16" or "none".
+        tiles_only: a folder: write one GeoTIFF per strip of windows there instead of ``out``
+            (join them with :func:`geospade.raster.writer.stitch`).
+        rank, world_size: with ``tiles_only``, synthesize only this rank's share of the strips
+            (contiguous; run ranks 0..world_size-1 on any machines, then stitch).
+        unknown: "error" on raw values outside the scheme, or "ignore" (treat as nodata).
+        overwrite: replace an existing output (and tiles).
+        quiet: no progress bar.
+        block_size: internal tile size of the output GeoTIFF.
+
+    Returns:
+        Summary: ``output`` (or ``tiles``), ``width``, ``height``, ``bands``, ``windows``,
+        ``windows_run``, ``seconds``, ``generator_seconds``, ``mpx_per_s``, ``amp``, ``device``.
+    """
+    start = time.perf_counter()
+    landcover = Path(landcover)
+    if not landcover.is_file():
+        raise GeospadeError(f"land cover not found: {landcover}")
+    if unknown not in ("error", "ignore"):
+        raise GeospadeError("--unknown must be 'error' or 'ignore'")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise GeospadeError(f"rank {rank} is not in 0..{world_size - 1}")
+    if world_size > 1 and tiles_only is None:
+        raise GeospadeError("--world-size > 1 needs --tiles-only DIR (each rank writes its "
+                            "tiles; stitch joins them)")
+    if batch_size < 1:
+        raise GeospadeError("--batch-size must be at least 1")
+    if bbox is not None and window is not None:
+        raise GeospadeError("give --bbox or --window, not both")
+    if tiles_only is None:
+        if out is None:
+            raise GeospadeError("an output path (-o OUT.tif) is needed")
+        out = prepare_output(out, overwrite)
+    if save_landcover is not None:
+        if world_size > 1:
+            raise GeospadeError("--save-landcover cannot be combined with --world-size > 1")
+        save_landcover = prepare_output(save_landcover, overwrite)
+    if tiles_only is not None:
+        tiles_dir = Path(tiles_only)
+        try:
+            tiles_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GeospadeError(f"cannot create tiles folder {tiles_dir}: {exc.strerror}"
+                                ) from None
+        if not os.access(tiles_dir, os.W_OK | os.X_OK):
+            raise GeospadeError(f"tiles folder {tiles_dir} is not writable")
+
+    model = checkpoint if isinstance(checkpoint, SynthesisModel) else load_synthesis_model(
+        checkpoint, device=device, amp=amp, seed=seed, style=style)
+    size = model.chip_size
+    if overlap is None:
+        overlap = size // 4
+    if not 0 <= overlap <= size // 2:
+        raise GeospadeError(f"--overlap must be between 0 and {size // 2} (half the "
+                            f"{size}-pixel window), not {overlap}")
+
+    try:
+        src = rasterio.open(landcover)
+    except rasterio.errors.RasterioIOError as exc:
+        raise GeospadeError(f"{landcover} is not a readable raster "
+                            f"({str(exc).strip().splitlines()[0][:160]})") from None
+    with src:
+        if window is not None:
+            area = parse_window(window, src.width, src.height)
+        elif bbox is not None:
+            area = parse_bbox(bbox, src.transform, src.width, src.height)
+        else:
+            area = Window(0, 0, src.width, src.height)
+        scheme = model.scheme
+        if unknown == "error":
+            bad = scan_unknown_values(src, area, scheme)
+            if bad:
+                listed = ", ".join(f"{v} ({n} px)" for v, n in sorted(bad.items())[:20])
+                more = "" if len(bad) <= 20 else f" and {len(bad) - 20} more"
+                raise GeospadeError(
+                    f"{landcover} has values outside the checkpoint's scheme {scheme.name!r}: "
+                    f"{listed}{more}; use --unknown ignore to treat them as no data")
+        edit_layer = load_edits(edits, edit_field, scheme, src.crs) if edits else None
+        width, height = int(area.width), int(area.height)
+        grid = Grid(src.crs, window_transform(area, src.transform), width, height)
+        return _run(model, src, area, grid, out, edit_layer, save_landcover, overlap,
+                    batch_size, cog, tiles_only, rank, world_size, unknown, overwrite, quiet,
+                    block_size, start)
+
+
+def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, save_landcover,
+         overlap: int, batch_size: int, cog: bool, tiles_only, rank: int, world_size: int,
+         unknown: str, overwrite: bool, quiet: bool, block_size: int, start: float
+         ) -> dict[str, Any]:
+    size = model.chip_size
+    width, height = grid.width, grid.height
+    rows, lead_y, trail_y = window_offsets(height, size, overlap)
+    cols, lead_x, trail_x = window_offsets(width, size, overlap)
+    h_eff, w_eff = min(size, height), min(size, width)
+    ramp_y = [ramp(h_eff, a, b) for a, b in zip(lead_y, trail_y, strict=True)]
+    ramp_x = [ramp(w_eff, a, b) for a, b in zip(lead_x, trail_x, strict=True)]
+    strips = np.array_split(np.arange(len(rows)), world_size)[rank].tolist()
+
+    bands = model.bands
+    nodata = output_nodata(bands)
+    names = [b.name for b in bands]
+    common = {"count": len(bands), "dtype": np.dtype(bands[0].dtype).name, "nodata": nodata,
+              "to_output": lambda v: denormalize(v, bands), "descriptions": names,
+              "block_size": block_size}
+
+    def strip_writer(j: int) -> BlendingWriter:
+        path = Path(tiles_only) / f"{Path(src.name).stem}_r{area.row_off + rows[j]:07d}.tif"
+        strip_grid = Grid(grid.crs, grid.transform * grid.transform.translation(0, rows[j]),
+                          width, h_eff)
+        return BlendingWriter(path, strip_grid, overwrite=overwrite, overviews=False, **common)
+
+    writer = None if tiles_only is not None else BlendingWriter(out, grid, cog=cog,
+                                                                overwrite=overwrite, **common)
+    lc_writer = None
+    if save_landcover is not None:
+        lut, lc_dtype, lc_nodata = _class_raster_values(model.scheme, src.dtypes[0], src.nodata)
+        cmap = None
+        if lc_dtype in ("uint8", "uint16"):
+            cmap = {int(c.value): (*c.color, 255) for c in model.scheme.classes}
+            cmap[int(lc_nodata)] = (0, 0, 0, 0)
+        lc_writer = StripWriter(save_landcover, grid, 1, lc_dtype, nodata=lc_nodata,
+                                descriptions=["land cover (edited)"], colormap=cmap, cog=cog,
+                                overwrite=overwrite, resampling="nearest", block_size=block_size)
+
+    def items() -> Iterator[_Item]:
+        for j in strips:
+            r = rows[j]
+            win = Window(area.col_off, area.row_off + r, width, h_eff)
+            raw = src.read(1, window=win)
+            labels = model.scheme.encode(raw, src.nodata, unknown="ignore")
+            if edit_layer is not None:
+                edit_layer.burn(labels, window_transform(win, src.transform))
+            if lc_writer is not None:
+                done = rows[j + 1] - r if j + 1 < len(rows) else h_eff
+                lc_writer.write(lut[labels[:done]][None])
+            padded = labels
+            if h_eff < size or w_eff < size:
+                padded = np.pad(labels, ((0, size - h_eff), (0, max(0, size - width))),
+                                mode="symmetric")
+            for k, c in enumerate(cols):
+                chip = padded[:, c:c + size]
+                valid = chip[:h_eff, :w_eff] != IGNORE_INDEX
+                yield _Item(j, r, c, k, chip if valid.any() else None, valid)
+
+    n_windows = len(strips) * len(cols)
+    open_strips: dict[int, BlendingWriter] = {}
+    tiles: list[str] = []
+    gen_seconds = 0.0
+    windows_run = 0
+
+    def dispatch(item: _Item, image: np.ndarray | None) -> None:
+        if tiles_only is not None:
+            for j in [j for j in open_strips if j < item.strip]:
+                tiles.append(str(open_strips.pop(j).close()))
+            if item.strip not in open_strips:
+                open_strips[item.strip] = strip_writer(item.strip)
+        if image is None:
+            return
+        image = image[:, :h_eff, :w_eff]
+        wx = ramp_x[item.col_index]
+        if tiles_only is not None:
+            weight = np.broadcast_to(wx, (h_eff, w_eff)) * item.valid
+            open_strips[item.strip].add(image, 0, item.col, weight.astype(np.float32))
+        else:
+            weight = np.outer(ramp_y[item.strip], wx) * item.valid
+            writer.add(image, item.row, item.col, weight.astype(np.float32))
+
+    bar = tqdm(total=n_windows, unit="win", desc="synthesize",
+               disable=quiet or not sys.stderr.isatty())
+    try:
+        batch: list[_Item] = []
+
+        def run_batch() -> None:
+            nonlocal gen_seconds, windows_run
+            todo = [it for it in batch if it.chip is not None]
+            images: list[np.ndarray | None] = [None] * len(batch)
+            if todo:
+                t0 = time.perf_counter()
+                result = model(np.stack([it.chip for it in todo]))
+                gen_seconds += time.perf_counter() - t0
+                windows_run += len(todo)
+                it_result = iter(result)
+                images = [next(it_result) if it.chip is not None else None for it in batch]
+            for it, image in zip(batch, images, strict=True):
+                dispatch(it, image)
+            bar.update(len(batch))
+            batch.clear()
+
+        for item in items():
+            batch.append(item)
+            if sum(it.chip is not None for it in batch) >= batch_size:
+                run_batch()
+        if batch:
+            run_batch()
+        for j in sorted(open_strips):
+            tiles.append(str(open_strips.pop(j).close()))
+        output = None
+        if writer is not None:
+            output = str(writer.close())
+        if lc_writer is not None:
+            lc_writer.close()
+    except BaseException:
+        for w in open_strips.values():
+            w.abort()
+        if writer is not None:
+            writer.abort()
+        if lc_writer is not None:
+            lc_writer.abort()
+        raise
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    pixels = sum(h_eff for _ in strips) if tiles_only is not None else height
+    summary = {
+        "output": output, "tiles": tiles, "width": width, "height": height,
+        "bands": len(bands), "windows": n_windows, "windows_run": windows_run,
+        "window_size": size, "overlap": overlap, "seconds": seconds,
+        "generator_seconds": gen_seconds, "mpx_per_s": pixels * width / seconds / 1e6,
+        "amp": model.amp, "device": str(model.device),
+        "landcover_out": str(save_landcover) if save_landcover is not None else None,
+    }
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A one-paragraph human summary of :func:`synthesize`'s result."""
+    where = summary["output"] or f"{len(summary['tiles'])} tile(s) in " + (
+        str(Path(summary["tiles"][0]).parent) if summary["tiles"] else "(none)")
+    text = (f"synthesized {summary['width']}x{summary['height']} px, {summary['bands']} band(s): "
+            f"{summary['windows']} windows of {summary['window_size']} px (overlap "
+            f"{summary['overlap']}, {summary['windows_run']} run) in {summary['seconds']:.1f} s "
+            f"({summary['mpx_per_s']:.3f} Mpx/s, {summary['device']}, amp {summary['amp']}) "
+            f"-> {where}")
+    if summary.get("landcover_out"):
+        text += f"; class map -> {summary['landcover_out']}"
+    return text
