@@ -49,7 +49,7 @@ def make_checkpoint(path: Path, *, bands: int = 4, dtype: str = "uint8", high: f
         # class maps, as training would (else the outputs saturate).
         g.train()
         with torch.no_grad():
-            for _ in range(20):
+            for _ in range(4):
                 g(torch.randint(0, 6, (2, SIZE, SIZE)))
         g.eval()
     names = ["red", "green", "blue", "nir"][:bands]
@@ -153,7 +153,11 @@ def _seam_ratio(image: np.ndarray, borders: list[int]) -> float:
 def test_no_seams_on_a_single_class_raster(tmp_path, textured_ckpt):
     lc = write_landcover(tmp_path / "forest.tif", np.full((160, 160), 2, dtype=np.uint8))
     ratios = {}
-    for overlap in (0, 16):
+    # A random-weight generator has hard edges of its own at multiples of 16 px inside every
+    # window (nearest upsampling of its 2 x 2 first feature map); an overlap of 24 puts the
+    # window borders elsewhere (multiples of 8), so the statistic measures the blending and not
+    # those. Trained generators do not have such edges.
+    for overlap in (0, 24):
         out = tmp_path / f"out{overlap}.tif"
         synthesize(textured_ckpt, lc, out, overlap=overlap, quiet=True)
         with rasterio.open(out) as src:
@@ -161,9 +165,9 @@ def test_no_seams_on_a_single_class_raster(tmp_path, textured_ckpt):
         offsets = window_offsets(160, SIZE, overlap)[0]
         borders = sorted(set(offsets[1:]) | {o + SIZE for o in offsets[:-1]})
         ratios[overlap] = _seam_ratio(image, borders)
-    assert ratios[16] <= 1.5
+    assert ratios[24] <= 1.5
     # The statistic does see seams: without overlap the window borders stand out.
-    assert ratios[0] > 1.5
+    assert ratios[0] > 2.0
 
 
 def test_nodata_propagates(tmp_path, ckpt, landcover):

@@ -1,0 +1,139 @@
+"""The blending writer on its own and `geospade stitch`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.transform import from_origin
+
+from geospade.cli import main
+from geospade.raster.writer import BlendingWriter, Grid, edge_overlaps, ramp, stitch
+
+ORIGIN = from_origin(500000.0, 4000000.0, 2.0, 2.0)
+
+
+def write_tile(path: Path, data: np.ndarray, row: int, col: int, crs: str = "EPSG:32618",
+               transform: Affine = ORIGIN, nodata: float | None = None) -> Path:
+    count, h, w = data.shape
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=count,
+                       dtype=data.dtype, crs=crs,
+                       transform=transform * Affine.translation(col, row),
+                       nodata=nodata) as dst:
+        dst.write(data)
+    return path
+
+
+def run_cli(args, capsys):
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ramps_cross_fade_to_one_and_never_vanish():
+    left, right = ramp(50, 0, 20), ramp(50, 20, 0)
+    np.testing.assert_allclose(left[30:] + right[:20], 1.0, atol=1e-12)
+    assert (left > 0).all() and (right > 0).all()
+    assert (left[:30] == 1).all()            # flat at the raster's own edge
+    assert np.all(np.diff(right[:20]) > 0)   # smooth rise
+    assert (ramp(10) == 1).all()
+
+
+def test_edge_overlaps_of_a_row_of_windows():
+    starts = np.array([0, 48, 86])
+    lead, trail = edge_overlaps(starts, starts + 64)
+    assert lead.tolist() == [0, 16, 26] and trail.tolist() == [16, 26, 0]
+
+
+def test_blending_writer_holds_only_the_rows_still_touched(tmp_path):
+    grid = Grid(None, ORIGIN, 40, 1000)
+    held = []
+    with BlendingWriter(tmp_path / "w.tif", grid, 1, "uint8", overviews=False) as writer:
+        for row in range(0, 1000 - 20 + 1, 10):
+            writer.add(np.full((1, 20, 40), row % 250 + 1, np.float32), row, 0)
+            held.append(writer._weight.shape[0])
+    assert max(held) <= 20  # memory bounded by a piece's height, not by the raster's
+    with rasterio.open(tmp_path / "w.tif") as src:
+        data = src.read(1)
+    assert data[0, 0] == 1 and data[995, 0] == 980 % 250 + 1
+    assert data[15, 0] == 6  # rows 10..19: mean of the pieces at 0 and 10 (values 1 and 11)
+
+
+def test_stitch_cross_fades_two_overlapping_tiles(tmp_path, capsys):
+    a = write_tile(tmp_path / "a.tif", np.full((1, 30, 50), 100, np.uint8), 0, 0)
+    b = write_tile(tmp_path / "b.tif", np.full((1, 30, 50), 200, np.uint8), 0, 30)
+    code, out, _ = run_cli(["stitch", str(b), str(a), "-o", str(tmp_path / "m.tif")], capsys)
+    assert code == 0 and "2 tile(s)" in out
+    with rasterio.open(tmp_path / "m.tif") as src:
+        assert (src.width, src.height) == (80, 30)
+        assert src.transform == ORIGIN and src.crs == "EPSG:32618"
+        m = src.read(1).astype(int)
+    assert (m[:, :30] == 100).all() and (m[:, 50:] == 200).all()
+    fade = m[0, 30:50]
+    assert np.all(np.diff(fade) >= 0) and fade[0] < 105 and fade[-1] > 195 and 145 < fade[10] < 155
+
+
+def test_stitch_fills_nodata_from_other_tiles_and_marks_gaps(tmp_path):
+    first = np.full((1, 20, 20), 50, np.uint8)
+    first[:, :, 10:] = 0  # nodata on its right half
+    a = write_tile(tmp_path / "a.tif", first, 0, 0, nodata=0)
+    b = write_tile(tmp_path / "b.tif", np.full((1, 20, 20), 90, np.uint8), 0, 10, nodata=0)
+    c = write_tile(tmp_path / "c.tif", np.full((1, 10, 10), 70, np.uint8), 30, 0, nodata=0)
+    summary = stitch([a, b, c], tmp_path / "m.tif", quiet=True)
+    assert summary["tiles"] == 3
+    with rasterio.open(tmp_path / "m.tif") as src:
+        m = src.read(1)
+        assert src.nodata == 0 and (src.width, src.height) == (30, 40)
+    assert (m[:20, :10] == 50).all() and (m[:20, 10:] == 90).all()  # b fills a's nodata
+    assert (m[20:30] == 0).all() and (m[30:, 10:] == 0).all()      # nothing covers these
+    assert (m[30:, :10] == 70).all()
+
+
+def test_stitch_a_single_tile_keeps_its_bytes_values(tmp_path):
+    rng = np.random.default_rng(0)
+    data = rng.integers(1, 255, (3, 37, 45), dtype=np.uint8)
+    a = write_tile(tmp_path / "a.tif", data, 5, 7)
+    stitch([a], tmp_path / "m.tif", cog=True, quiet=True)
+    with rasterio.open(tmp_path / "m.tif") as src:
+        np.testing.assert_array_equal(src.read(), data)
+        assert src.transform == ORIGIN * Affine.translation(7, 5)
+        assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+
+
+@pytest.mark.parametrize("kind", ["crs", "pixel", "grid", "bands"])
+def test_stitch_rejects_tiles_that_do_not_fit(tmp_path, capsys, kind):
+    a = write_tile(tmp_path / "a.tif", np.ones((1, 10, 10), np.uint8), 0, 0)
+    other = {"crs": {"crs": "EPSG:32617"},
+             "pixel": {"transform": from_origin(500000.0, 4000000.0, 1.0, 1.0)},
+             "grid": {"transform": from_origin(500000.5, 4000000.0, 2.0, 2.0)},
+             "bands": {}}[kind]
+    data = np.ones((2 if kind == "bands" else 1, 10, 10), np.uint8)
+    b = write_tile(tmp_path / "b.tif", data, 0, 5, **other)
+    code, _, err = run_cli(["stitch", str(a), str(b), "-o", str(tmp_path / "m.tif")], capsys)
+    needle = {"crs": "another CRS", "pixel": "pixel size", "grid": "pixel grid",
+              "bands": "bands"}[kind]
+    assert code == 1 and err.startswith("geospade: error: ") and err.count("\n") == 1
+    assert needle in err and str(b) in err
+    assert not (tmp_path / "m.tif").exists()
+
+
+def test_stitch_bad_inputs(tmp_path, capsys):
+    a = write_tile(tmp_path / "a.tif", np.ones((1, 10, 10), np.uint8), 0, 0)
+    code, _, err = run_cli(["stitch", str(tmp_path / "missing.tif"), "-o",
+                            str(tmp_path / "m.tif")], capsys)
+    assert code == 1 and "tile not found" in err and err.count("\n") == 1
+    junk = tmp_path / "junk.tif"
+    junk.write_text("no raster")
+    code, _, err = run_cli(["stitch", str(a), str(junk), "-o", str(tmp_path / "m.tif")], capsys)
+    assert code == 1 and "not a readable raster" in err and err.count("\n") == 1
+    (tmp_path / "m.tif").write_text("old")
+    code, _, err = run_cli(["stitch", str(a), "-o", str(tmp_path / "m.tif")], capsys)
+    assert code == 1 and "--overwrite" in err
+    assert (tmp_path / "m.tif").read_text() == "old"
