@@ -55,7 +55,7 @@ def index_of(store):
     return gpd.read_file(store / "index.gpkg", layer="chips").sort_values("id")
 
 
-def reproject_raster(src_path, dst_path, crs, resolution):
+def reproject_raster(src_path, dst_path, crs, resolution, **creation):
     """Warp a raster into another CRS (bilinear), as a user's imagery in another CRS would be."""
     from rasterio.warp import Resampling, calculate_default_transform, reproject
 
@@ -64,7 +64,7 @@ def reproject_raster(src_path, dst_path, crs, resolution):
             src.crs, crs, src.width, src.height, *src.bounds, resolution=resolution
         )
         profile = dict(src.profile, crs=crs, transform=transform, width=width, height=height,
-                       tiled=False, compress=None, photometric="minisblack")
+                       tiled=False, compress=None, **{"photometric": "minisblack", **creation})
         profile.pop("blockxsize", None)
         profile.pop("blockysize", None)
         with rasterio.open(dst_path, "w", **profile) as dst:
@@ -113,6 +113,21 @@ def test_imagery_in_another_crs_is_warped_onto_the_label_grid(tmp_path, landscap
         forest.append(nir[mask == 1])
         roads.append(nir[mask == 5])
     assert np.concatenate(forest).mean() > np.concatenate(roads).mean() + 40
+
+
+def test_warping_imagery_whose_last_band_gdal_calls_alpha(tmp_path, landscape_pair):
+    landcover, imagery = landscape_pair
+    rgba = tmp_path / "rgba.tif"
+    reproject_raster(imagery, rgba, "EPSG:4326", 1e-5, photometric="rgb", alpha="yes")
+    with rasterio.open(rgba) as src:
+        assert src.colorinterp[3].name == "alpha"
+    summary = tile(landcover, rgba, tmp_path / "chips", size=64, max_nodata=1.0, quiet=True)
+    assert summary.warped and summary.total == 16
+    with rasterio.open(landcover) as lab, rasterio.open(
+        tmp_path / "chips" / "images" / "000064_000064.tif"
+    ) as chip:
+        assert chip.transform == lab.window_transform(Window(64, 64, 64, 64))
+        assert chip.count == 4 and chip.read(1).std() > 5
 
 
 def test_imagery_on_a_pixel_shifted_larger_grid_is_read_without_warping(tmp_path, landscape_pair):

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.vrt import WarpedVRT
@@ -157,8 +156,3 @@ def imagery_valid(image: np.ndarray, nodata: float | None) -> np.ndarray:
     if isinstance(nodata, float) and math.isnan(nodata):
         return ~np.isnan(image).all(axis=0)
     return ~(image == np.asarray(nodata, dtype=image.dtype)).all(axis=0)
-
-
-def window_transform(transform: Affine, window: Window) -> Affine:
-    """Affine transform of a window of a grid."""
-    return rasterio.windows.transform(window, transform)
