@@ -360,3 +360,35 @@ def test_equivalent_crs_definitions_are_the_same_crs():
     assert same_crs(CRS.from_epsg(4326), CRS.from_string("OGC:CRS84"))  # lat/lon vs lon/lat
     assert not same_crs(utm, CRS.from_epsg(32618))  # WGS 84 / UTM 18N is another datum
     assert not same_crs(utm, None)
+
+
+@pytest.mark.parametrize("kind", ["rgb-uint8", "grey-uint16-nodata", "mask"])
+def test_cloned_chip_files_are_byte_identical_to_gdal_writes(tmp_path, kind):
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+
+    from geospade.raster import chip_store
+
+    crs = CRS.from_epsg(26918)
+    if kind == "mask":
+        writer = chip_store.ChipWriter(chip_store.mask_profile(crs),
+                                       colormap=CHESAPEAKE7.colormap())
+        data = np.random.default_rng(0).integers(0, 6, size=(1, 40, 40)).astype("uint8")
+    else:
+        rgb = kind.startswith("rgb")
+        dtype = "uint8" if rgb else "uint16"
+        writer = chip_store.ChipWriter(
+            chip_store.image_profile(4, dtype, crs, None if rgb else 0, rgb),
+            descriptions=["red", "green", "blue", "nir"],
+        )
+        data = np.random.default_rng(0).integers(0, 250, size=(4, 40, 40)).astype(dtype)
+    writer.write(tmp_path / "first.tif", data, from_origin(1.0, 2.0, 0.5, 0.5))
+    assert all(t is not None for t in writer._templates.values())  # the fast path is taken
+    transform = from_origin(360010.5, 4350000.0, 0.5, 0.5)
+    writer.write(tmp_path / "cloned.tif", data[::-1].copy(), transform)
+    writer._templates = {k: None for k in writer._templates}  # force GDAL for every chip
+    writer.write(tmp_path / "gdal.tif", data[::-1].copy(), transform)
+    assert (tmp_path / "cloned.tif").read_bytes() == (tmp_path / "gdal.tif").read_bytes()
+    with rasterio.open(tmp_path / "cloned.tif") as src:
+        assert src.transform == transform and src.crs == crs
+        np.testing.assert_array_equal(src.read(), data[::-1])

@@ -63,8 +63,9 @@ def image_profile(
         rgb: bands 1-3 are red, green, blue: the chip says so (photometric RGB, further bands
             unspecified extra samples, never alpha); otherwise every band is grey.
     """
+    # Band-interleaved: a chip is stored as the (C, H, W) array it is read into, no shuffling.
     profile = dict(driver="GTiff", count=count, dtype=dtype, crs=crs, nodata=nodata,
-                   interleave="pixel", **_codec(compress))
+                   interleave="band", **_codec(compress))
     if rgb and count >= 3 and np.dtype(dtype) in (np.uint8, np.uint16):
         profile.update(photometric="rgb", alpha="unspecified")
     else:
@@ -117,12 +118,13 @@ class ChipWriter:
             self._fill(dst, data)
 
     def _fill(self, dst, data: np.ndarray) -> None:
-        dst.write(data)
+        # Tags before pixels, so GDAL writes the directory once (no stale copy left in the file).
         for b, desc in enumerate(self.descriptions, start=1):
             if desc:
                 dst.set_band_description(b, desc)
         if self.colormap is not None:
             dst.write_colormap(1, self.colormap)
+        dst.write(data)
 
     def _template(self, data: np.ndarray, transform: Affine) -> _Template | None:
         count, height, width = data.shape
@@ -136,54 +138,87 @@ class ChipWriter:
 
 
 class _Template:
-    """A GDAL-written, uncompressed, single-strip little-endian GeoTIFF and where to patch it."""
+    """A GDAL-written, uncompressed, little-endian GeoTIFF whose pixels are one contiguous run,
+    split into the bytes before the pixels and the bytes after them."""
 
-    def __init__(self, data: bytes, strip: int, nbytes: int, origin: int, stride: int):
-        self.data = data
-        self.strip = strip  # byte offset of the pixel strip
-        self.nbytes = nbytes  # its length
+    def __init__(self, data: bytes, start: int, nbytes: int, planar: bool, origin: int, step: int):
+        self.head = data[:start]
+        self.tail = data[start + nbytes :]
+        self.start = start
+        self.nbytes = nbytes
+        self.planar = planar  # True: band after band (C, H, W); False: pixel-interleaved
         self.origin = origin  # byte offset of the double holding x of the origin
-        self.stride = stride  # doubles from x to y of the origin
+        self.step = step  # doubles from x to y of the origin
 
     @classmethod
     def parse(cls, data: bytes, nbytes: int, transform: Affine) -> _Template | None:
+        """The template of a GeoTIFF written by GDAL, or None when its layout is not the plain
+        one this understands (then every chip goes through GDAL)."""
         if data[:4] != b"II*\x00":
-            return None  # big-endian or BigTIFF: let GDAL write every chip
+            return None  # big-endian or BigTIFF
         (ifd,) = struct.unpack_from("<I", data, 4)
         (n,) = struct.unpack_from("<H", data, ifd)
         tags = {}
         for i in range(n):
-            tag, typ, cnt, value = struct.unpack_from("<HHII", data, ifd + 2 + 12 * i)
-            tags[tag] = (typ, cnt, value)
-        strip_offsets, strip_counts = tags.get(273), tags.get(279)
-        if tags.get(259, (0, 0, 1))[2] != 1 or not strip_offsets or strip_offsets[1] != 1:
-            return None
-        if strip_counts is None or strip_counts[2] != nbytes:
-            return None
-        if 33922 in tags and tags[33922][1] == 6:  # ModelTiepoint (I, J, K, X, Y, Z)
-            at = tags[33922][2]
-            i, j = struct.unpack_from("<2d", data, at)
-            x, y = struct.unpack_from("<2d", data, at + 24)
-            if (i, j) != (0.0, 0.0) or (x, y) != (transform.c, transform.f):
+            tags.update({struct.unpack_from("<H", data, ifd + 2 + 12 * i)[0]: ifd + 2 + 12 * i})
+
+        def values(tag: int) -> list[int] | None:
+            if tag not in tags:
                 return None
-            return cls(data, strip_offsets[2], nbytes, at + 24, 1)
-        if 34264 in tags and tags[34264][1] == 16:  # ModelTransformation, row-major 4 x 4
-            at = tags[34264][2]
-            x = struct.unpack_from("<d", data, at + 24)[0]
-            y = struct.unpack_from("<d", data, at + 56)[0]
-            if (x, y) != (transform.c, transform.f):
+            _, typ, count = struct.unpack_from("<HHI", data, tags[tag])
+            fmt = {3: "H", 4: "I"}.get(typ)
+            if fmt is None:
                 return None
-            return cls(data, strip_offsets[2], nbytes, at + 24, 4)
-        return None
+            size = struct.calcsize(fmt) * count
+            at = tags[tag] + 8 if size <= 4 else struct.unpack_from("<I", data, tags[tag] + 8)[0]
+            return list(struct.unpack_from(f"<{count}{fmt}", data, at))
+
+        if (values(259) or [1])[0] != 1:  # compressed
+            return None
+        offsets, counts = values(273), values(279)
+        if not offsets or not counts or sum(counts) != nbytes:
+            return None
+        run = offsets[0]
+        for off, cnt in zip(offsets, counts, strict=True):
+            if off != run:
+                return None  # strips not back to back
+            run += cnt
+        planar = (values(284) or [1])[0] == 2
+        origin = step = None
+        if 33922 in tags:  # ModelTiepoint (I, J, K, X, Y, Z)
+            (at,) = struct.unpack_from("<I", data, tags[33922] + 8)
+            if struct.unpack_from("<2d", data, at) != (0.0, 0.0):
+                return None
+            origin, step = at + 24, 1
+        elif 34264 in tags:  # ModelTransformation, row-major 4 x 4
+            (at,) = struct.unpack_from("<I", data, tags[34264] + 8)
+            origin, step = at + 24, 4
+        if origin is None:
+            return None
+        x = struct.unpack_from("<d", data, origin)[0]
+        y = struct.unpack_from("<d", data, origin + 8 * step)[0]
+        if (x, y) != (transform.c, transform.f) or offsets[0] <= origin < run:
+            return None
+        return cls(data, offsets[0], nbytes, planar, origin, step)
 
     def stamp(self, path: Path, data: np.ndarray, transform: Affine) -> None:
-        buf = bytearray(self.data)
-        pixels = np.ascontiguousarray(np.moveaxis(data, 0, -1), dtype=data.dtype.newbyteorder("<"))
-        buf[self.strip : self.strip + self.nbytes] = pixels.tobytes()
-        struct.pack_into("<d", buf, self.origin, transform.c)
-        struct.pack_into("<d", buf, self.origin + 8 * self.stride, transform.f)
+        """Write ``data`` ``(C, H, W)`` with the origin of ``transform``."""
+        head, tail = self.head, self.tail
+        if self.origin < self.start:
+            head = bytearray(head)
+            struct.pack_into("<d", head, self.origin, transform.c)
+            struct.pack_into("<d", head, self.origin + 8 * self.step, transform.f)
+        else:
+            tail = bytearray(tail)
+            at = self.origin - self.start - self.nbytes
+            struct.pack_into("<d", tail, at, transform.c)
+            struct.pack_into("<d", tail, at + 8 * self.step, transform.f)
+        order = data if self.planar else np.moveaxis(data, 0, -1)
+        pixels = np.ascontiguousarray(order, dtype=data.dtype.newbyteorder("<"))
         with open(path, "wb") as f:
-            f.write(buf)
+            f.write(head)
+            f.write(pixels.data.cast("B"))
+            f.write(tail)
 
 
 def write_index(

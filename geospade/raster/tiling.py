@@ -537,8 +537,8 @@ def _count_values(span: tuple[int, int, int, int]) -> dict[float, int]:
     r0, r1, c0, c1 = span
     raw = _STATE["labels"].read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
     if raw.dtype.kind in "ui" and raw.dtype.itemsize <= 2:
-        low = int(raw.min())
-        counts = np.bincount((raw.astype(np.int64) - low).ravel())
+        low = 0 if raw.dtype.kind == "u" else int(raw.min())
+        counts = np.bincount((raw if low == 0 else raw.astype(np.int32) - low).ravel())
         nz = np.flatnonzero(counts)
         return {int(v + low): int(counts[v]) for v in nz}
     vals, counts = np.unique(raw, return_counts=True)  # NaNs collapse into one value
