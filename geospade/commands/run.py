@@ -1,12 +1,35 @@
-"""`geospade run` (placeholder until its issue lands)."""
+"""`geospade run CONFIG.toml`: tile -> train -> synthesize -> evaluate, skipping done stages."""
+
+from __future__ import annotations
 
 import click
 
-from geospade.errors import GeospadeError
+from geospade.pipeline import STAGES
 
 
-@click.command("run", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def command(args) -> None:
-    """Not built yet."""
-    raise GeospadeError("'geospade run' is not built yet")
+@click.command("run")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--out", type=click.Path(file_okay=False),
+              help="Work folder (default: the config's `out`, relative to the config file).")
+@click.option("--force", type=click.Choice(["all", *STAGES]),
+              help="Rerun this stage and every later one even if they are up to date.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars, stage messages or summary.")
+def command(config: str, out: str | None, force: str | None, quiet: bool) -> None:
+    """Run the pipeline in CONFIG (a TOML file; see pipelines/demo.toml).
+
+    Stages: [landscape] (optional synthetic inputs) -> tile -> train -> synthesize -> evaluate.
+    A stage is skipped when its outputs exist and its settings and input files are unchanged
+    (fingerprints in OUT/pipeline-state.json); a changed setting reruns that stage and the ones
+    after it. An interrupted training run is resumed.
+
+    Example: geospade run pipelines/chesapeake.toml
+    """
+    from geospade.evaluation.report import format_summary
+    from geospade.pipeline import run_pipeline
+
+    result = run_pipeline(config, out, force=force, quiet=quiet)
+    if result.report and not quiet:
+        click.echo(format_summary(result.report))
+        click.echo("")
+    for key, path in result.paths.items():
+        click.echo(f"{key:<11} {path}")
