@@ -69,7 +69,7 @@ def _scale(bands: Sequence[BandStats]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def normalize(image: np.ndarray, bands: Sequence[BandStats]) -> np.ndarray:
-    """Source-unit image ``(C, H, W)`` -> float32 in [-1, 1] (values outside the range are clipped)."""
+    """Source-unit image ``(C, H, W)`` -> float32 in [-1, 1], clipped outside the range."""
     if image.shape[0] != len(bands):
         raise GeospadeError(f"image has {image.shape[0]} bands, expected {len(bands)}")
     low, span = _scale(bands)
