@@ -8,10 +8,15 @@ import click
 @click.command("demo")
 @click.option("-o", "--out", type=click.Path(file_okay=False), default="geospade-demo",
               show_default=True, help="Work folder for every output of the demo.")
+@click.option("--size", type=click.IntRange(min=128), default=512, show_default=True,
+              help="Width and height of the synthetic landscape in pixels (smaller is quicker; "
+                   "at least 128 so both splits get chips).")
+@click.option("--steps", type=click.IntRange(min=1), default=600, show_default=True,
+              help="Training steps (fewer is quicker and worse).")
 @click.option("--force", is_flag=True,
               help="Rerun every stage even if the folder already holds a finished demo.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or stage messages.")
-def command(out: str, force: bool, quiet: bool) -> None:
+def command(out: str, size: int, steps: int, force: bool, quiet: bool) -> None:
     """Run the whole product on a synthetic landscape (about 5 minutes on two CPU cores).
 
     Makes a 512 x 512 land cover + 4-band imagery pair, tiles it into 64-px chips, trains a small
@@ -24,5 +29,6 @@ def command(out: str, force: bool, quiet: bool) -> None:
     """
     from geospade.demo import describe_result, run_demo
 
-    result = run_demo(out, force="all" if force else None, quiet=quiet)
+    overrides = {"landscape": {"width": size, "height": size}, "train": {"steps": steps}}
+    result = run_demo(out, overrides=overrides, force="all" if force else None, quiet=quiet)
     click.echo(describe_result(result))
