@@ -40,8 +40,9 @@ import click
 @click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF (GDAL's COG driver).")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "none"]), default="auto",
               show_default=True,
-              help="Inference precision: auto uses bf16 where it is faster than fp32 (GPUs, "
-                   "CPUs with AMX), else fp32; bf16 forces it; none is fp32.")
+              help="Inference precision: auto uses bf16 with channels-last weights where the "
+                   "device has native bf16 (GPUs; CPUs with AVX512-BF16 or AMX), else fp32; "
+                   "bf16 forces it; none is fp32.")
 @click.option("--tiles-only", default=None, type=click.Path(file_okay=False, path_type=str),
               help="Instead of OUT, write one GeoTIFF per strip of windows into this folder; "
                    "join them with 'geospade stitch'.")

@@ -50,10 +50,10 @@ from geospade.training.checkpoint import load_checkpoint
 
 AMP_CHOICES = ("auto", "bf16", "none")
 
-# bf16 inference is the default only where it is faster than fp32: on CPUs with AMX tiles
-# (Sapphire Rapids and later) and on GPUs with bf16. On CPUs with AVX512-BF16 but no AMX (AMD
-# Zen 4, this project's machine) oneDNN's bf16 convolutions were not faster than fp32 in
-# benchmarks/bench_synthesize.py, so "auto" keeps fp32 there.
+# bf16 inference (with channels-last weights) is the default wherever the hardware has native
+# bf16: GPUs, and CPUs with AVX512-BF16 or AMX. On this project's AMD EPYC (AVX512-BF16, no AMX)
+# benchmarks/bench_synthesize.py measured bf16 + channels-last faster than fp32 for both SPADE and
+# CLADE, and tests/test_synthesize.py pins its output within a small tolerance of fp32.
 
 
 @dataclass
@@ -93,17 +93,9 @@ class SynthesisModel:
         return out.float().cpu().numpy()
 
 
-def cpu_has_amx() -> bool:
-    """Whether this CPU has AMX bf16 tiles (Linux: ``amx_bf16`` in /proc/cpuinfo)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            return any("amx_bf16" in line for line in fh if line.startswith("flags"))
-    except OSError:
-        return False
-
-
 def resolve_amp(amp: str, device: torch.device) -> str:
-    """``auto`` -> ``bf16`` on a bf16 GPU or an AMX CPU, else ``none``; checks ``bf16``."""
+    """``auto`` -> ``bf16`` where the device has native bf16 (GPU, AVX512-BF16/AMX CPU), else
+    ``none``; checks that a forced ``bf16`` is supported."""
     if amp not in AMP_CHOICES:
         raise GeospadeError(f"--amp must be one of {', '.join(AMP_CHOICES)}, not {amp!r}")
     if device.type == "cuda":
@@ -112,8 +104,7 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     elif device.type == "cpu":
         from geospade.models import cpu_supports_bf16
 
-        supported = cpu_supports_bf16()
-        fast = supported and cpu_has_amx()
+        supported = fast = cpu_supports_bf16()
     else:
         supported = fast = False
     if amp == "auto":
@@ -521,7 +512,7 @@ def synthesize(
         bbox: ``"minx,miny,maxx,maxy"`` in the land cover's CRS: synthesize only that part.
         window: ``"col_off,row_off,width,height"`` in pixels: synthesize only that part.
         cog: write a Cloud-Optimized GeoTIFF.
-        amp: "auto" (bf16 where it is faster), "bf16" or "none".
+        amp: "auto" (bf16 where the device has native bf16), "bf16" or "none".
         tiles_only: a folder: write one GeoTIFF per strip of windows there instead of ``out``
             (join them with :func:`geospade.raster.writer.stitch`).
         rank, world_size: with ``tiles_only``, synthesize only this rank's share of the strips
