@@ -92,6 +92,8 @@ def describe_result(result: PipelineResult) -> str:
     for key, label in labels.items():
         if key in result.paths:
             lines.append(f"  {label:<14} {result.paths[key]}")
+    if result.seconds:
+        lines += ["", "time: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())]
     report = result.report
     if report:
         lines += ["", f"headline ({report['split']} split, {report['num_chips']} chips):",

@@ -28,6 +28,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -63,12 +64,14 @@ class PipelineResult:
         paths: where each output is (``landcover``, ``imagery``, ``chips``, ``checkpoint``,
             ``synthetic``, ``report``, ``figure``).
         report: the evaluation report (read back from ``report.json`` when evaluate was skipped).
+        seconds: wall time of each stage that ran.
     """
 
     out: Path
     status: dict[str, str] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
     report: dict[str, Any] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -377,7 +380,9 @@ def run_pipeline(
         state["stages"][stage.name] = {"fingerprint": fp, "status": "running",
                                        "started": _now()}
         _write_state(out, state)
+        start = time.perf_counter()
         stage.run(resume)
+        result.seconds[stage.name] = time.perf_counter() - start
         state["stages"][stage.name] = {"fingerprint": fp, "status": "done", "finished": _now()}
         _write_state(out, state)
         result.status[stage.name] = "resumed" if resume else "ran"
