@@ -65,7 +65,7 @@ def test_demo_refuses_an_output_path_that_is_a_file(tmp_path, capsys):
     target = tmp_path / "file"
     target.write_text("x")
     with pytest.raises(SystemExit) as exc:
-        main(["demo", "-o", str(target), "--size", "128", "--steps", "1"])
+        main(["demo", "-o", str(target), "--size", "256", "--steps", "1"])
     assert exc.value.code != 0
     err = capsys.readouterr().err
     assert err.startswith("geospade: error: ") and err.count("\n") == 1

@@ -8,9 +8,9 @@ import click
 @click.command("demo")
 @click.option("-o", "--out", type=click.Path(file_okay=False), default="geospade-demo",
               show_default=True, help="Work folder for every output of the demo.")
-@click.option("--size", type=click.IntRange(min=128), default=512, show_default=True,
+@click.option("--size", type=click.IntRange(min=256), default=512, show_default=True,
               help="Width and height of the synthetic landscape in pixels (smaller is quicker; "
-                   "at least 128 so both splits get chips).")
+                   "at least 256 so train and val both get chips).")
 @click.option("--steps", type=click.IntRange(min=1), default=600, show_default=True,
               help="Training steps (fewer is quicker and worse).")
 @click.option("--force", is_flag=True,
