@@ -47,10 +47,13 @@ def make_checkpoint(path: Path, *, bands: int = 4, dtype: str = "uint8", high: f
                     nn.init.xavier_normal_(weight, gain=gain)
         # Settle spectral norm's power iteration and batch norm's running statistics on random
         # class maps, as training would (else the outputs saturate).
+        for m in g.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = None  # running statistics = plain average of the batches seen
         g.train()
         with torch.no_grad():
-            for _ in range(4):
-                g(torch.randint(0, 6, (2, SIZE, SIZE)))
+            for _ in range(2):
+                g(torch.randint(0, 6, (4, SIZE, SIZE)))
         g.eval()
     names = ["red", "green", "blue", "nir"][:bands]
     payload = {
@@ -165,9 +168,9 @@ def test_no_seams_on_a_single_class_raster(tmp_path, textured_ckpt):
         offsets = window_offsets(160, SIZE, overlap)[0]
         borders = sorted(set(offsets[1:]) | {o + SIZE for o in offsets[:-1]})
         ratios[overlap] = _seam_ratio(image, borders)
-    assert ratios[24] <= 1.5
+    assert ratios[24] <= 1.5, ratios
     # The statistic does see seams: without overlap the window borders stand out.
-    assert ratios[0] > 2.0
+    assert ratios[0] > 1.5, ratios
 
 
 def test_nodata_propagates(tmp_path, ckpt, landcover):
