@@ -50,3 +50,21 @@ def test_rank_env_variables_select_the_share(setup, monkeypatch):
     summary = synthesize(ckpt, lc, None, tiles_only=root / "r1", rank=1, world_size=3,
                          quiet=True)
     assert [p.rsplit("/", 1)[-1] for p in summary["tiles"]] == ["lc_r0000048.tif"]
+
+
+def test_checkpoint_from_geospade_train(tmp_path, chip_store, landscape_pair):
+    """The real thing end to end: a 1-step (VAE) training run's checkpoint synthesizes the
+    land cover it was tiled from, on its grid, with its bands; --style uses its encoder."""
+    from geospade.training.loop import train
+
+    landcover, imagery = landscape_pair
+    result = train(chip_store, tmp_path / "run", steps=1, quiet=True, batch_size=2, ngf=4,
+                   ndf=4, num_d=1, n_layers_d=2, spade_hidden=8, use_vae=True, z_dim=8,
+                   vgg_weights="off", preview_every=0, val_every=0, device="cpu")
+    summary = synthesize(result.checkpoint, landcover, tmp_path / "out.tif", style=imagery,
+                         window="0,0,100,90", quiet=True)
+    assert summary["windows"] == 4
+    with rasterio.open(tmp_path / "out.tif") as out, rasterio.open(imagery) as im:
+        assert out.descriptions == im.descriptions and out.dtypes == im.dtypes
+        assert out.crs == im.crs and out.transform == im.transform
+        assert (out.width, out.height) == (100, 90)

@@ -69,10 +69,9 @@ def command(checkpoint: str, landcover: str, out: str | None, edits: str | None,
     at once, so memory does not grow with the raster. Nodata in the land cover stays nodata in
     the output (value 0 for unsigned bands, whose valid pixels are at least 1).
 
+    \b
     Examples:
-
       geospade synthesize run/checkpoint.pt landcover.tif -o synthetic.tif --cog
-
       geospade synthesize run/checkpoint.pt landcover.tif -o forest.tif \\
           --edits fields.gpkg --edit-field new_class
 
