@@ -41,6 +41,7 @@ from geospade.raster.writer import (
     BlendingWriter,
     Grid,
     StripWriter,
+    bounded_gdal_cache,
     edge_overlaps,
     prepare_output,
     ramp,
@@ -573,7 +574,7 @@ def synthesize(
     except rasterio.errors.RasterioIOError as exc:
         raise GeospadeError(f"{landcover} is not a readable raster "
                             f"({str(exc).strip().splitlines()[0][:160]})") from None
-    with src:
+    with src, bounded_gdal_cache():
         if window is not None:
             area = parse_window(window, src.width, src.height)
         elif bbox is not None:
