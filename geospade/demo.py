@@ -63,6 +63,7 @@ def run_demo(
     force: str | None = None,
     quiet: bool = False,
     say: Callable[[str], None] | None = None,
+    threads: int | None = 1,
 ) -> PipelineResult:
     """Run the demo pipeline (see :data:`DEMO_CONFIG`).
 
@@ -72,11 +73,22 @@ def run_demo(
         force: rerun from this stage on (``all`` or a stage name).
         quiet: no progress bars or stage messages.
         say: where stage messages go (default: stderr).
+        threads: torch CPU threads while the demo runs (None: torch's default). One by default:
+            the demo's tiny convolutions gain little from more, and on a busy machine two
+            threads made training up to 20x slower (they wait on each other).
 
     Returns:
         The :class:`~geospade.pipeline.PipelineResult` (paths of every output and the report).
     """
-    return run_pipeline(demo_config(out, overrides), force=force, quiet=quiet, say=say)
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return run_pipeline(demo_config(out, overrides), force=force, quiet=quiet, say=say)
+    finally:
+        torch.set_num_threads(before)
 
 
 def describe_result(result: PipelineResult) -> str:
