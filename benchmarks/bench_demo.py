@@ -45,6 +45,10 @@ def main() -> None:
         dist = abs(math.log(tex)) if tex else math.inf
         print(f"{METHOD_LABELS[method]:<16}{h['wasserstein_source']:>10.2f}{tex:>10.3f}"
               f"{dist:>11.2f}{h['miou_ratio'] or float('nan'):>12.3f}")
+    model = headline(result.report, "model")["texture_ratio"] or 0.0
+    flat = headline(result.report, "class_mean")["texture_ratio"] or 0.0
+    beats = model > 0 and abs(math.log(model)) < 0.5 and abs(model - 1) < abs(flat - 1) / 2
+    print(f"model clearly beats the class-mean baseline on texture: {'yes' if beats else 'NO'}")
     print(f"outputs in {out}")
 
 
