@@ -68,3 +68,15 @@ def test_checkpoint_from_geospade_train(tmp_path, chip_store, landscape_pair):
         assert out.descriptions == im.descriptions and out.dtypes == im.dtypes
         assert out.crs == im.crs and out.transform == im.transform
         assert (out.width, out.height) == (100, 90)
+
+
+def test_existing_tiles_need_overwrite(setup, capsys):
+    root, ckpt, lc, _ = setup
+    tiles = root / "again"
+    args = ["synthesize", str(ckpt), str(lc), "--tiles-only", str(tiles), "-q"]
+    assert run_cli(args, capsys)[0] == 0
+    before = {p.name: p.stat().st_mtime_ns for p in tiles.iterdir()}
+    code, _, err = run_cli(args, capsys)
+    assert code == 1 and "already exist" in err and err.count("\n") == 1
+    assert {p.name: p.stat().st_mtime_ns for p in tiles.iterdir()} == before
+    assert run_cli(args + ["--overwrite"], capsys)[0] == 0

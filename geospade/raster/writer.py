@@ -44,8 +44,9 @@ up to that limit; a small cache keeps it flat and costs no measurable time for s
 
 
 def bounded_gdal_cache() -> rasterio.Env:
-    """A ``rasterio.Env`` with GDAL's block cache limited to :data:`GDAL_CACHE_MB`."""
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+    """A ``rasterio.Env`` with GDAL's block cache limited to :data:`GDAL_CACHE_MB`, and overviews
+    computed on all cores (the generator is idle by then)."""
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GDAL_NUM_THREADS="ALL_CPUS")
 
 
 # -- blending weights ---------------------------------------------------------------------------
@@ -206,6 +207,8 @@ class StripWriter:
             "nodata": nodata, "tiled": True, "blockxsize": block_size, "blockysize": block_size,
             "compress": "deflate", "predictor": _predictor(self.dtype.name),
             "interleave": "pixel", "bigtiff": "if_safer",
+            # Blocks are compressed on all cores: writes happen between generator batches.
+            "num_threads": "all_cpus",
         }
         self._dst = rasterio.open(self._tmp, "w", **profile)
         try:

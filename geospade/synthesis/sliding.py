@@ -618,8 +618,17 @@ def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, 
               "to_output": lambda v: denormalize(v, bands), "descriptions": names,
               "block_size": block_size}
 
+    def tile_path(j: int) -> Path:
+        return Path(tiles_only) / f"{Path(src.name).stem}_r{area.row_off + rows[j]:07d}.tif"
+
+    if tiles_only is not None and not overwrite:
+        existing = [tile_path(j) for j in strips if tile_path(j).exists()]
+        if existing:
+            raise GeospadeError(f"{len(existing)} tile(s) already exist in {tiles_only}, e.g. "
+                                f"{existing[0].name} (use --overwrite to replace them)")
+
     def strip_writer(j: int) -> BlendingWriter:
-        path = Path(tiles_only) / f"{Path(src.name).stem}_r{area.row_off + rows[j]:07d}.tif"
+        path = tile_path(j)
         strip_grid = Grid(grid.crs, grid.transform * grid.transform.translation(0, rows[j]),
                           width, h_eff)
         return BlendingWriter(path, strip_grid, overwrite=overwrite, overviews=False, **common)
