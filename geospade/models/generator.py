@@ -115,35 +115,30 @@ class SPADEResBlock(nn.Module):
             self.norm_s.norm = nn.Identity()
         self.param_free_norm = _enum(ParamFreeNorm, param_free_norm, "param_free_norm")
 
-    def _spade_layers(self) -> list[SPADE]:
-        layers = [self.norm_0, self.norm_1]
-        if self.learned_shortcut:
-            layers.append(self.norm_s)
-        return layers
-
     def forward(self, x: torch.Tensor, maps: ClassMaps) -> torch.Tensor:
         """Apply the block to ``x`` (N, C_in, h, w) conditioned on the class map ``maps``."""
         size = (x.shape[-2], x.shape[-1])
         x_hat = self.norm_0.normalize(x)
         if self.norm_type is NormType.SPADE:
-            # The shared convs of the block's SPADE layers all read the same one-hot map: run
-            # them as one conv with their weights stacked (same function, one larger GEMM).
-            layers = self._spade_layers()
+            # One one-hot map per resolution for all layers (ClassMaps), not one resize each.
+            # (Stacking the three shared convs into one conv is the same function but measured
+            # 4x slower here: oneDNN handles a 7-channel input with 384 outputs badly.)
             segmap = maps.onehot_at(size).to(x.dtype)
-            weight = torch.cat([layer.mlp_shared.weight for layer in layers])
-            bias = torch.cat([layer.mlp_shared.bias for layer in layers])
-            pad = self.norm_0.mlp_shared.padding
-            hidden = F.relu(F.conv2d(segmap, weight, bias, padding=pad))
-            conds = hidden.split([layer.hidden for layer in layers], dim=1)
+
+            def cond(layer: SPADE) -> torch.Tensor:
+                return layer.hidden_features(segmap)
         else:
             labels = maps.labels_at(size)
-            conds = (labels, labels, labels)
+
+            def cond(layer: CLADE) -> torch.Tensor:
+                return labels
         if self.learned_shortcut:
-            x_s = self.conv_s(self.norm_s.modulate(x_hat, conds[2]))
+            x_s = self.conv_s(self.norm_s.modulate(x_hat, cond(self.norm_s)))
         else:
             x_s = x
-        dx = self.conv_0(_leaky(self.norm_0.modulate(x_hat, conds[0])))
-        dx = self.conv_1(_leaky(self.norm_1.modulate(self.norm_1.normalize(dx), conds[1])))
+        dx = self.conv_0(_leaky(self.norm_0.modulate(x_hat, cond(self.norm_0))))
+        dx = self.norm_1.normalize(dx)
+        dx = self.conv_1(_leaky(self.norm_1.modulate(dx, cond(self.norm_1))))
         return x_s + dx
 
 

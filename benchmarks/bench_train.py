@@ -1,0 +1,275 @@
+"""Training and inference speed of the SPADE model (issue 4), beside the NVlabs reference.
+
+For configs A (64 px, batch 4, ngf=ndf=16), B (128 px, batch 2, 32) and C (256 px, batch 1, 64),
+all with 7 classes, 4 bands, num_D 2, n_layers_D 4, no VAE, no VGG, it times
+
+* one training iteration: a generator step (hinge + feature matching x 10, discriminator frozen)
+  then a discriminator step (hinge on the generator re-run without gradients, fake and real in one
+  batch), Adam with TTUR (G 1e-4, D 4e-4, betas 0, 0.9) — the reference's procedure;
+* generator inference per image (eval mode, no gradients);
+* FLOPs of both, counted with ``torch.utils.flop_counter.FlopCounterMode``;
+
+for SPADE and CLADE, in fp32 and in bf16 autocast with channels-last tensors. With
+``--reference DIR`` (the materialised NVlabs SPADE code, see ../shared/anchors/) it builds the
+reference's trainer at the same settings (3 bands, its default sync batch norm; as the anchor
+script does) and times it in turns with geospade's variants, so both see the same machine load.
+
+    flock /tmp/geospade-bench.lock .venv/bin/python benchmarks/bench_train.py \
+        --reference /work/ref/nvlabs
+
+Machines here vary by up to 1.7x from day to day: only compare numbers from the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+from torch.nn.utils import parametrize
+from torch.utils.flop_counter import FlopCounterMode
+
+from geospade.models import (
+    Generator,
+    MultiscaleDiscriminator,
+    autocast_context,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_loss,
+    to_channels_last,
+)
+
+CONFIGS = {"A": (64, 4, 16), "B": (128, 2, 32), "C": (256, 1, 64)}  # size, batch, ngf = ndf
+ROUNDS = {"A": 10, "B": 5, "C": 3}
+NUM_CLASSES, BANDS, NUM_D, N_LAYERS_D, LAMBDA_FM = 7, 4, 2, 4, 10.0
+# The reference's FLOPs per iteration / per image (issue 4, counted with FlopCounterMode).
+REFERENCE_GFLOP = {"A": (57.8, 3.5), "B": (252.0, 29.7), "C": (1210.0, 275.0)}
+
+
+@dataclass
+class Result:
+    config: str
+    norm: str
+    precision: str
+    train_s: float
+    infer_ms: float
+    gflop_iter: float
+    gflop_img: float
+
+
+class Setup:
+    """Models, optimisers and one batch for a config."""
+
+    def __init__(self, name: str, norm: str, bf16: bool, reuse_fake: bool = False,
+                 channels_last: bool | None = None) -> None:
+        size, batch, width = CONFIGS[name]
+        torch.manual_seed(0)
+        self.generator = Generator(NUM_CLASSES, BANDS, ngf=width, crop_size=size, norm=norm)
+        self.discriminator = MultiscaleDiscriminator(NUM_CLASSES, BANDS, ndf=width,
+                                                     n_layers=N_LAYERS_D, num_d=NUM_D)
+        self.labels = torch.randint(0, NUM_CLASSES, (batch, size, size))
+        self.real = torch.rand(batch, BANDS, size, size) * 2 - 1
+        self.bf16 = bf16
+        self.reuse_fake = reuse_fake
+        if bf16 if channels_last is None else channels_last:
+            to_channels_last(self.generator)
+            to_channels_last(self.discriminator)
+            self.real = self.real.contiguous(memory_format=torch.channels_last)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=1e-4, betas=(0.0, 0.9))
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=4e-4, betas=(0.0, 0.9))
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return autocast_context("cpu", "bf16" if self.bf16 else None)
+
+    def iteration(self) -> None:
+        g, d, labels, real = self.generator, self.discriminator, self.labels, self.real
+        # Generator step. D's weights are frozen: the reference computes D's weight gradients
+        # here and throws them away; skipping them is the same update. The weights are computed
+        # once for both D calls (one spectral-norm power iteration, as in one joint call).
+        d.requires_grad_(False)
+        with self.autocast(), parametrize.cached():
+            fake = g(labels)
+            pred_fake = d(labels, fake)
+            with torch.no_grad():
+                pred_real = d(labels, real)
+            loss_g = generator_loss(pred_fake) + LAMBDA_FM * feature_matching_loss(pred_fake,
+                                                                                  pred_real)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        d.requires_grad_(True)
+        # Discriminator step: fake and real in one batch.
+        with self.autocast():
+            if self.reuse_fake:
+                fake = fake.detach()
+            else:
+                with torch.no_grad():
+                    fake = g(labels)
+            both = d(torch.cat([labels, labels]), torch.cat([fake, real]))
+            n = labels.shape[0]
+            pred_fake = [[f[:n] for f in scale] for scale in both]
+            pred_real = [[f[n:] for f in scale] for scale in both]
+            loss_d = discriminator_loss(pred_real, pred_fake)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+
+    def eval(self) -> None:
+        self.generator.eval()
+
+    def infer(self) -> None:
+        with torch.no_grad(), self.autocast():
+            self.generator(self.labels)
+
+
+class Reference:
+    """The NVlabs SPADE trainer at a config, built the way the shared anchor script builds it
+    (``../shared/anchors/nvlabs_spade_bench.py``): its code is run, not copied."""
+
+    def __init__(self, directory: str, name: str) -> None:
+        size, batch, width = CONFIGS[name]
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
+        from options.train_options import TrainOptions
+        from trainers.pix2pix_trainer import Pix2PixTrainer
+
+        argv = sys.argv
+        sys.argv = ["train.py", "--gpu_ids", "-1", "--label_nc", str(NUM_CLASSES),
+                    "--no_instance", "--no_vgg_loss", "--crop_size", str(size), "--load_size",
+                    str(size), "--aspect_ratio", "1", "--batchSize", str(batch), "--ngf",
+                    str(width), "--ndf", str(width), "--num_D", str(NUM_D), "--n_layers_D",
+                    str(N_LAYERS_D), "--dataset_mode", "custom", "--label_dir", directory,
+                    "--image_dir", directory, "--checkpoints_dir", "/tmp/nvlabs-ckpt",
+                    "--name", "bench", "--nThreads", "0"]
+        try:
+            with contextlib.redirect_stdout(sys.stderr if VERBOSE else open("/dev/null", "w")):
+                torch.manual_seed(0)
+                self.trainer = Pix2PixTrainer(TrainOptions().parse())
+        finally:
+            sys.argv = argv
+        self.batch = batch
+        self.data = {"label": torch.randint(0, NUM_CLASSES, (batch, 1, size, size)).float(),
+                     "instance": torch.zeros(1),
+                     "image": torch.rand(batch, 3, size, size) * 2 - 1, "path": [""] * batch}
+        self.semantics = None
+
+    def iteration(self) -> None:
+        self.trainer.run_generator_one_step(self.data)
+        self.trainer.run_discriminator_one_step(self.data)
+
+    def eval(self) -> None:
+        model = self.trainer.pix2pix_model
+        model.netG.eval()
+        self.semantics = model.preprocess_input(self.data)[0]
+
+    def infer(self) -> None:
+        with torch.no_grad():
+            self.trainer.pix2pix_model.netG(self.semantics)
+
+
+VERBOSE = False
+
+
+def _gflop(fn) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
+def _interleaved_minimum(fns: list, rounds: int, warmup: int) -> list[float]:
+    """Seconds per call of each function: the minimum over ``rounds`` calls, taken in turns.
+
+    Other jobs share this machine; taking the functions in turns exposes each to the same load,
+    and the minimum is the run least disturbed by them.
+    """
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    best = [float("inf")] * len(fns)
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
+
+
+def run_config(name: str, variants: list[tuple[str, bool]], rounds: int, reuse_fake: bool,
+               reference_dir: str | None) -> list[Result]:
+    """Time the reference (if given) and each (norm, bf16) variant at config ``name``."""
+    batch = CONFIGS[name][1]
+    runners: list = []
+    labels = []
+    if reference_dir:
+        runners.append(Reference(reference_dir, name))
+        labels.append(("nvlabs", "fp32"))
+    for norm, bf16 in variants:
+        runners.append(Setup(name, norm, bf16, reuse_fake))
+        labels.append((norm, "bf16+cl" if bf16 else "fp32"))
+    gflop_iter = [_gflop(r.iteration) for r in runners]
+    train = _interleaved_minimum([r.iteration for r in runners], rounds, 2)
+    for r in runners:
+        r.eval()
+    gflop_img = [_gflop(r.infer) / batch for r in runners]
+    infer = _interleaved_minimum([r.infer for r in runners], max(3, rounds), 1)
+    return [Result(name, norm, precision, t, i / batch * 1000, fi, fg)
+            for (norm, precision), t, i, fi, fg
+            in zip(labels, train, infer, gflop_iter, gflop_img, strict=True)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--norms", nargs="+", default=["spade", "clade"],
+                        choices=["spade", "clade"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"],
+                        choices=["fp32", "bf16"],
+                        help="bf16 = bf16 autocast with channels-last models and images")
+    parser.add_argument("--reference", metavar="DIR",
+                        help="materialised NVlabs SPADE code: time it beside geospade")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="timed iterations per variant (default A 10, B 5, C 3); the "
+                             "minimum is reported")
+    parser.add_argument("--reuse-fake", action="store_true",
+                        help="D step reuses the G step's fake (no second generator forward)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    variants = [(norm, precision == "bf16") for norm in args.norms
+                for precision in args.precisions]
+    rows = []
+    for name in args.configs:
+        results = run_config(name, variants, args.rounds or ROUNDS[name], args.reuse_fake,
+                             args.reference)
+        reference = results[0] if args.reference else None
+        for result in results:
+            print(result, file=sys.stderr, flush=True)
+            if result is not reference:
+                rows.append((result, reference))
+
+    head = (f"{'cfg':3} {'norm':5} {'precision':9} {'s/iter':>7} {'ref':>7} {'x ref':>6} "
+            f"{'ms/img':>8} {'ref':>8} {'x ref':>6} {'GFLOP/it':>9} {'ref':>6} {'GFLOP/img':>9}")
+    print(head)
+    print("-" * len(head))
+    for r, ref in rows:
+        ref_s = f"{ref.train_s:7.3f}" if ref else f"{'-':>7}"
+        ref_ms = f"{ref.infer_ms:8.1f}" if ref else f"{'-':>8}"
+        x_s = f"{ref.train_s / r.train_s:6.2f}" if ref else f"{'-':>6}"
+        x_ms = f"{ref.infer_ms / r.infer_ms:6.2f}" if ref else f"{'-':>6}"
+        ref_flop = f"{ref.gflop_iter:6.1f}" if ref else f"{REFERENCE_GFLOP[r.config][0]:6.1f}"
+        print(f"{r.config:3} {r.norm:5} {r.precision:9} {r.train_s:7.3f} {ref_s} {x_s} "
+              f"{r.infer_ms:8.1f} {ref_ms} {x_ms} {r.gflop_iter:9.1f} {ref_flop} "
+              f"{r.gflop_img:9.1f}")
+    print("Times: the minimum over rounds taken in turns with the reference (other jobs share "
+          "this machine). x ref = reference time / geospade time (higher is faster). 'ref' "
+          "columns: the NVlabs code in this same run (GFLOP counted the same way; without "
+          "--reference, issue 4's figures).")
+
+
+if __name__ == "__main__":
+    main()
