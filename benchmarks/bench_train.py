@@ -3,9 +3,12 @@
 For configs A (64 px, batch 4, ngf=ndf=16), B (128 px, batch 2, 32) and C (256 px, batch 1, 64),
 all with 7 classes, 4 bands, num_D 2, n_layers_D 4, no VAE, no VGG, it times
 
-* one training iteration: a generator step (hinge + feature matching x 10, discriminator frozen)
-  then a discriminator step (hinge on the generator re-run without gradients, fake and real in one
-  batch), Adam with TTUR (G 1e-4, D 4e-4, betas 0, 0.9) — the reference's procedure;
+* one training iteration: ``geospade.training.step.TrainStep``, the step ``geospade train`` runs,
+  on a fixed random batch — a generator step (hinge + feature matching x 10, discriminator
+  frozen), a discriminator step on the generator step's detached fakes (fake and real in one
+  batch), Adam with TTUR (G 1e-4, D 4e-4, betas 0, 0.9), and the EMA update. The reference's
+  discriminator step instead re-runs the generator (without gradients) for its fakes, and it has
+  no EMA;
 * generator inference per image (eval mode, no gradients);
 * FLOPs of both, counted with ``torch.utils.flop_counter.FlopCounterMode``;
 
@@ -24,23 +27,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import sys
 import time
 from dataclasses import dataclass
 
 import torch
-from torch.nn.utils import parametrize
 from torch.utils.flop_counter import FlopCounterMode
 
-from geospade.models import (
-    Generator,
-    MultiscaleDiscriminator,
-    autocast_context,
-    discriminator_loss,
-    feature_matching_loss,
-    generator_loss,
-    to_channels_last,
-)
+from geospade.models import Generator, MultiscaleDiscriminator, autocast_context, to_channels_last
+from geospade.training.step import GeneratorStep, TrainStep
 
 CONFIGS = {"A": (64, 4, 16), "B": (128, 2, 32), "C": (256, 1, 64)}  # size, batch, ngf = ndf
 ROUNDS = {"A": 10, "B": 5, "C": 3}
@@ -61,61 +57,34 @@ class Result:
 
 
 class Setup:
-    """Models, optimisers and one batch for a config."""
+    """Models, optimisers, the training step and one batch for a config."""
 
-    def __init__(self, name: str, norm: str, bf16: bool, reuse_fake: bool = False,
+    def __init__(self, name: str, norm: str, bf16: bool,
                  channels_last: bool | None = None) -> None:
         size, batch, width = CONFIGS[name]
         torch.manual_seed(0)
         self.generator = Generator(NUM_CLASSES, BANDS, ngf=width, crop_size=size, norm=norm)
         self.discriminator = MultiscaleDiscriminator(NUM_CLASSES, BANDS, ndf=width,
                                                      n_layers=N_LAYERS_D, num_d=NUM_D)
+        ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
         self.labels = torch.randint(0, NUM_CLASSES, (batch, size, size))
         self.real = torch.rand(batch, BANDS, size, size) * 2 - 1
         self.bf16 = bf16
-        self.reuse_fake = reuse_fake
         if bf16 if channels_last is None else channels_last:
-            to_channels_last(self.generator)
-            to_channels_last(self.discriminator)
+            for module in (self.generator, self.discriminator, ema):
+                to_channels_last(module)
             self.real = self.real.contiguous(memory_format=torch.channels_last)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=1e-4, betas=(0.0, 0.9))
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=4e-4, betas=(0.0, 0.9))
+        g_module = GeneratorStep(self.generator, None)
+        opt_g = torch.optim.Adam(g_module.parameters(), lr=1e-4, betas=(0.0, 0.9))
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=4e-4, betas=(0.0, 0.9))
+        self.step = TrainStep(g_module, self.discriminator, opt_g, opt_d, ema=ema,
+                              lambda_fm=LAMBDA_FM, autocast=self.autocast)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast_context("cpu", "bf16" if self.bf16 else None)
 
     def iteration(self) -> None:
-        g, d, labels, real = self.generator, self.discriminator, self.labels, self.real
-        # Generator step. D's weights are frozen: the reference computes D's weight gradients
-        # here and throws them away; skipping them is the same update. The weights are computed
-        # once for both D calls (one spectral-norm power iteration, as in one joint call).
-        d.requires_grad_(False)
-        with self.autocast(), parametrize.cached():
-            fake = g(labels)
-            pred_fake = d(labels, fake)
-            with torch.no_grad():
-                pred_real = d(labels, real)
-            loss_g = generator_loss(pred_fake) + LAMBDA_FM * feature_matching_loss(pred_fake,
-                                                                                  pred_real)
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
-        d.requires_grad_(True)
-        # Discriminator step: fake and real in one batch.
-        with self.autocast():
-            if self.reuse_fake:
-                fake = fake.detach()
-            else:
-                with torch.no_grad():
-                    fake = g(labels)
-            both = d(torch.cat([labels, labels]), torch.cat([fake, real]))
-            n = labels.shape[0]
-            pred_fake = [[f[:n] for f in scale] for scale in both]
-            pred_real = [[f[n:] for f in scale] for scale in both]
-            loss_d = discriminator_loss(pred_real, pred_fake)
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.opt_d.step()
+        self.step(self.labels, self.real)
 
     def eval(self) -> None:
         self.generator.eval()
@@ -198,7 +167,7 @@ def _interleaved_minimum(fns: list, rounds: int, warmup: int) -> list[float]:
     return best
 
 
-def run_config(name: str, variants: list[tuple[str, bool]], rounds: int, reuse_fake: bool,
+def run_config(name: str, variants: list[tuple[str, bool]], rounds: int,
                reference_dir: str | None) -> list[Result]:
     """Time the reference (if given) and each (norm, bf16) variant at config ``name``."""
     batch = CONFIGS[name][1]
@@ -208,7 +177,7 @@ def run_config(name: str, variants: list[tuple[str, bool]], rounds: int, reuse_f
         runners.append(Reference(reference_dir, name))
         labels.append(("nvlabs", "fp32"))
     for norm, bf16 in variants:
-        runners.append(Setup(name, norm, bf16, reuse_fake))
+        runners.append(Setup(name, norm, bf16))
         labels.append((norm, "bf16+cl" if bf16 else "fp32"))
     gflop_iter = [_gflop(r.iteration) for r in runners]
     train = _interleaved_minimum([r.iteration for r in runners], rounds, 2)
@@ -234,8 +203,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=None,
                         help="timed iterations per variant (default A 10, B 5, C 3); the "
                              "minimum is reported")
-    parser.add_argument("--reuse-fake", action="store_true",
-                        help="D step reuses the G step's fake (no second generator forward)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -244,8 +211,7 @@ def main(argv: list[str] | None = None) -> None:
                 for precision in args.precisions]
     rows = []
     for name in args.configs:
-        results = run_config(name, variants, args.rounds or ROUNDS[name], args.reuse_fake,
-                             args.reference)
+        results = run_config(name, variants, args.rounds or ROUNDS[name], args.reference)
         reference = results[0] if args.reference else None
         for result in results:
             print(result, file=sys.stderr, flush=True)
@@ -268,7 +234,11 @@ def main(argv: list[str] | None = None) -> None:
     print("Times: the minimum over rounds taken in turns with the reference (other jobs share "
           "this machine). x ref = reference time / geospade time (higher is faster). 'ref' "
           "columns: the NVlabs code in this same run (GFLOP counted the same way; without "
-          "--reference, issue 4's figures).")
+          "--reference, issue 4's figures). s/iter is not the same procedure on both sides: "
+          "geospade's iteration is the step `geospade train` runs (its D step reuses the G "
+          "step's detached fakes: one generator forward per iteration; plus the EMA update), "
+          "while the reference's D step regenerates the fakes with a second generator forward "
+          "(no gradients) and it keeps no EMA.")
 
 
 if __name__ == "__main__":

@@ -34,18 +34,14 @@ from torch.utils.data import DataLoader, Sampler
 from geospade.data.chips import ChipDataset
 from geospade.errors import GeospadeError
 from geospade.models.discriminator import MultiscaleDiscriminator
-from geospade.models.encoder import StyleEncoder, kl_loss, reparameterize
+from geospade.models.encoder import StyleEncoder
 from geospade.models.generator import Generator
-from geospade.models.losses import (
-    discriminator_loss,
-    feature_matching_loss,
-    generator_loss,
-    load_vgg_loss,
-)
+from geospade.models.losses import load_vgg_loss
 from geospade.models.precision import autocast_context
 from geospade.training.checkpoint import load_checkpoint, save_checkpoint
 from geospade.training.config import TrainConfig, resolve_config, to_toml
 from geospade.training.preview import preview_grid, save_png
+from geospade.training.step import GeneratorStep, TrainStep
 from geospade.training.validation import mean_colour_error, spectral_distance
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -155,23 +151,6 @@ class EpochSampler(Sampler[int]):
 # -- models and losses -------------------------------------------------------------------------
 
 
-class GeneratorStep(nn.Module):
-    """Generator (and style encoder with a VAE) as one module, so DDP wraps them together."""
-
-    def __init__(self, generator: Generator, encoder: StyleEncoder | None):
-        super().__init__()
-        self.generator = generator
-        self.encoder = encoder
-
-    def forward(self, labels: torch.Tensor, image: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self.encoder is None:
-            return self.generator(labels), None
-        mu, logvar = self.encoder(image)
-        fake = self.generator(labels, reparameterize(mu, logvar))
-        return fake, kl_loss(mu, logvar)
-
-
 def _build_models(cfg: TrainConfig, num_classes: int, bands: int, chip_size: int
                   ) -> tuple[Generator, MultiscaleDiscriminator, StyleEncoder | None]:
     try:
@@ -209,15 +188,6 @@ def _lr_factor(step: int, total: int, decay_start: int | None) -> float:
     if step < start or total <= start:
         return 1.0
     return max(0.0, 1.0 - (step - start) / (total - start))
-
-
-@torch.no_grad()
-def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    ema_params = [p for p in ema.parameters()]
-    params = [p.detach() for p in model.parameters()]
-    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
-    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
-        b_ema.copy_(b)
 
 
 # -- RNG state (tensors and plain values only, for weights_only loading) -----------------------
@@ -503,6 +473,23 @@ def _train(dataset: ChipDataset, chips: str | Path, run_dir: Path, cfg: TrainCon
     def autocast():
         return autocast_context(device, amp)
 
+    def check(values: dict[str, float]) -> None:
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            raise GeospadeError(
+                f"loss {bad[0]} became {values[bad[0]]} at step {step + 1}; training "
+                + (f"stopped, the last good checkpoint ({ckpt_path}) is intact"
+                   if ckpt_path.is_file() else "stopped before any checkpoint was written")
+                + " (try lower learning rates or --amp none)"
+            )
+
+    train_step = TrainStep(
+        g_module, discriminator, opt_g, opt_d, ema=ema, ema_decay=cfg.ema_decay,
+        gan_mode=cfg.gan_mode, lambda_fm=cfg.lambda_fm, vgg=vgg, lambda_vgg=cfg.lambda_vgg,
+        lambda_kl=cfg.lambda_kl, autocast=autocast, scaler_g=scaler_g, scaler_d=scaler_d,
+        g_train=g_train, d_train=d_train, check=check,
+    )
+
     def payload() -> dict[str, Any]:
         data = {
             "step": step, "config": cfg.to_dict(), "generator_config": generator.config,
@@ -570,52 +557,7 @@ def _train(dataset: ChipDataset, chips: str | Path, run_dir: Path, cfg: TrainCon
                 real = batch["image"].to(device, non_blocking=True)
                 real = real.contiguous(memory_format=memory_format)
 
-                # Generator step: D's weights are frozen (its unwrapped module avoids DDP hooks).
-                discriminator.requires_grad_(False)
-                with autocast():
-                    fake, kl = g_train(labels, real)
-                    pred_fake = discriminator(labels, fake)
-                    with torch.no_grad():
-                        pred_real = discriminator(labels, real)
-                    terms = {"g_gan": generator_loss(pred_fake, cfg.gan_mode)}
-                    if cfg.lambda_fm > 0:
-                        terms["g_fm"] = cfg.lambda_fm * feature_matching_loss(
-                            pred_fake, pred_real)
-                    if vgg is not None:
-                        terms["g_vgg"] = cfg.lambda_vgg * vgg(fake.float(), real)
-                    if kl is not None:
-                        terms["g_kl"] = cfg.lambda_kl * kl
-                    loss_g = sum(terms.values())
-                opt_g.zero_grad(set_to_none=True)
-                scaler_g.scale(loss_g).backward()
-                discriminator.requires_grad_(True)
-
-                # Discriminator step on the same (detached) images, real and fake in one batch.
-                with autocast():
-                    both = torch.cat([fake.detach(), real])
-                    preds = d_train(torch.cat([labels, labels]), both)
-                    d_fake, d_real = _split_batch(preds)
-                    loss_d = terms["d"] = discriminator_loss(d_real, d_fake, cfg.gan_mode)
-                stacked = torch.stack([v.detach().float() for v in terms.values()])
-                if ddp.world > 1:  # every rank sees a NaN on any rank, and stops with it
-                    dist.all_reduce(stacked)
-                    stacked /= ddp.world
-                values = dict(zip(terms, stacked.tolist(), strict=True))
-                bad = [k for k, v in values.items() if not math.isfinite(v)]
-                if bad:
-                    raise GeospadeError(
-                        f"loss {bad[0]} became {values[bad[0]]} at step {step + 1}; training "
-                        + (f"stopped, the last good checkpoint ({ckpt_path}) is intact"
-                           if ckpt_path.is_file() else "stopped before any checkpoint was written")
-                        + " (try lower learning rates or --amp none)"
-                    )
-                scaler_g.step(opt_g)
-                scaler_g.update()
-                opt_d.zero_grad(set_to_none=True)
-                scaler_d.scale(loss_d).backward()
-                scaler_d.step(opt_d)
-                scaler_d.update()
-                _update_ema(ema, generator, cfg.ema_decay)
+                values = train_step(labels, real)
                 step += 1
                 last_losses = values
                 bar.update(1)
@@ -667,14 +609,6 @@ def _train(dataset: ChipDataset, chips: str | Path, run_dir: Path, cfg: TrainCon
         models["encoder"] = encoder
     return TrainResult(run_dir, ckpt_path if ddp.main else None, step, last_losses, validation,
                        vgg is not None, models)
-
-
-def _split_batch(outputs: list[list[torch.Tensor]]
-                 ) -> tuple[list[list[torch.Tensor]], list[list[torch.Tensor]]]:
-    """Discriminator outputs of a (first half, second half) batch, each as D would return it."""
-    first = [[t.chunk(2)[0] for t in scale] for scale in outputs]
-    second = [[t.chunk(2)[1] for t in scale] for scale in outputs]
-    return first, second
 
 
 def _build_vgg(cfg: TrainConfig, quiet: bool) -> nn.Module | None:

@@ -1,0 +1,165 @@
+"""One SPADE training iteration: a generator step, a discriminator step, the EMA update.
+
+``geospade train`` calls :class:`TrainStep` once per batch and ``benchmarks/bench_train.py`` times
+the same object on a fake batch, so the benchmark measures what users run.
+
+The discriminator step reuses the generator step's images (detached) instead of running the
+generator again, with real and fake images in one discriminator batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from geospade.models.encoder import StyleEncoder, kl_loss, reparameterize
+from geospade.models.generator import Generator
+from geospade.models.losses import discriminator_loss, feature_matching_loss, generator_loss
+
+Outputs = list[list[torch.Tensor]]
+
+
+class GeneratorStep(nn.Module):
+    """Generator (and style encoder with a VAE) as one module, so DDP wraps them together."""
+
+    def __init__(self, generator: Generator, encoder: StyleEncoder | None):
+        super().__init__()
+        self.generator = generator
+        self.encoder = encoder
+
+    def forward(self, labels: torch.Tensor, image: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.encoder is None:
+            return self.generator(labels), None
+        mu, logvar = self.encoder(image)
+        fake = self.generator(labels, reparameterize(mu, logvar))
+        return fake, kl_loss(mu, logvar)
+
+
+def split_batch(outputs: Outputs) -> tuple[Outputs, Outputs]:
+    """Discriminator outputs of a (first half, second half) batch, each as D would return it."""
+    first = [[t.chunk(2)[0] for t in scale] for scale in outputs]
+    second = [[t.chunk(2)[1] for t in scale] for scale in outputs]
+    return first, second
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """``ema <- decay * ema + (1 - decay) * model`` for parameters; buffers are copied."""
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()],
+                         1.0 - decay)
+    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
+        b_ema.copy_(b)
+
+
+class TrainStep:
+    """One training iteration on a batch: G step, D step on the same fakes, EMA update.
+
+    Args:
+        g_module: generator (and encoder) whose forward gives ``(fake, kl)``.
+        discriminator: the multi-scale discriminator.
+        opt_g: optimiser of ``g_module``'s parameters.
+        opt_d: optimiser of the discriminator's parameters.
+        ema: EMA copy of ``g_module.generator`` (``None``: no EMA update).
+        ema_decay: EMA decay per step.
+        gan_mode: "hinge", "ls" or "original".
+        lambda_fm: feature-matching weight (0 = off).
+        vgg: perceptual loss module, or ``None``.
+        lambda_vgg: its weight.
+        lambda_kl: KL weight (used when ``g_module`` has an encoder).
+        autocast: returns the precision context of the forward passes.
+        scaler_g, scaler_d: gradient scalers (fp16); ``None`` = disabled ones.
+        g_train, d_train: the modules to call for G's forward and D's step (DDP wrappers of
+            ``g_module`` and ``discriminator``); default the modules themselves. The G step
+            calls the unwrapped discriminator: its weights are frozen there.
+        check: called with the step's losses (averaged over ranks) before any weight changes;
+            may raise to stop (e.g. on a NaN).
+    """
+
+    def __init__(self, g_module: GeneratorStep, discriminator: nn.Module,
+                 opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, *,
+                 ema: nn.Module | None = None, ema_decay: float = 0.999,
+                 gan_mode: str = "hinge", lambda_fm: float = 10.0,
+                 vgg: nn.Module | None = None, lambda_vgg: float = 10.0,
+                 lambda_kl: float = 0.05,
+                 autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                 scaler_g: torch.amp.GradScaler | None = None,
+                 scaler_d: torch.amp.GradScaler | None = None,
+                 g_train: nn.Module | None = None, d_train: nn.Module | None = None,
+                 check: Callable[[dict[str, float]], None] | None = None) -> None:
+        self.g_module = g_module
+        self.discriminator = discriminator
+        self.opt_g = opt_g
+        self.opt_d = opt_d
+        self.ema = ema
+        self.ema_decay = ema_decay
+        self.gan_mode = gan_mode
+        self.lambda_fm = lambda_fm
+        self.vgg = vgg
+        self.lambda_vgg = lambda_vgg
+        self.lambda_kl = lambda_kl
+        self.autocast = autocast
+        self.scaler_g = scaler_g or torch.amp.GradScaler("cuda", enabled=False)
+        self.scaler_d = scaler_d or torch.amp.GradScaler("cuda", enabled=False)
+        self.g_train = g_train if g_train is not None else g_module
+        self.d_train = d_train if d_train is not None else discriminator
+        self.check = check
+
+    def __call__(self, labels: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
+        """Train on one batch.
+
+        Args:
+            labels: class indices (N, H, W).
+            real: images (N, bands, H, W) in [-1, 1], on the models' device and memory format.
+
+        Returns:
+            the losses (``g_gan``, ``g_fm``, ``g_vgg``, ``g_kl`` where used, and ``d``),
+            averaged over ranks under DDP.
+        """
+        discriminator = self.discriminator
+        # Generator step: D's weights are frozen (its unwrapped module avoids DDP hooks).
+        discriminator.requires_grad_(False)
+        with self.autocast():
+            fake, kl = self.g_train(labels, real)
+            pred_fake = discriminator(labels, fake)
+            with torch.no_grad():
+                pred_real = discriminator(labels, real)
+            terms = {"g_gan": generator_loss(pred_fake, self.gan_mode)}
+            if self.lambda_fm > 0:
+                terms["g_fm"] = self.lambda_fm * feature_matching_loss(pred_fake, pred_real)
+            if self.vgg is not None:
+                terms["g_vgg"] = self.lambda_vgg * self.vgg(fake.float(), real)
+            if kl is not None:
+                terms["g_kl"] = self.lambda_kl * kl
+            loss_g = sum(terms.values())
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler_g.scale(loss_g).backward()
+        discriminator.requires_grad_(True)
+
+        # Discriminator step on the same (detached) images, real and fake in one batch.
+        with self.autocast():
+            both = torch.cat([fake.detach(), real])
+            preds = self.d_train(torch.cat([labels, labels]), both)
+            d_fake, d_real = split_batch(preds)
+            loss_d = terms["d"] = discriminator_loss(d_real, d_fake, self.gan_mode)
+        stacked = torch.stack([v.detach().float() for v in terms.values()])
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # Every rank sees a NaN on any rank, and stops with it.
+            dist.all_reduce(stacked)
+            stacked /= dist.get_world_size()
+        values = dict(zip(terms, stacked.tolist(), strict=True))
+        if self.check is not None:
+            self.check(values)
+        self.scaler_g.step(self.opt_g)
+        self.scaler_g.update()
+        self.opt_d.zero_grad(set_to_none=True)
+        self.scaler_d.scale(loss_d).backward()
+        self.scaler_d.step(self.opt_d)
+        self.scaler_d.update()
+        if self.ema is not None:
+            update_ema(self.ema, self.g_module.generator, self.ema_decay)
+        return values
