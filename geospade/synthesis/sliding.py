@@ -734,7 +734,8 @@ def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, 
     finally:
         bar.close()
     seconds = time.perf_counter() - start
-    pixels = sum(h_eff for _ in strips) if tiles_only is not None else height
+    # Rows this process synthesized (a rank's strips overlap each other).
+    pixels = rows[strips[-1]] + h_eff - rows[strips[0]] if strips else 0
     summary = {
         "output": output, "tiles": tiles, "width": width, "height": height,
         "bands": len(bands), "windows": n_windows, "windows_run": windows_run,
