@@ -40,7 +40,7 @@ def _untrained_error(store, **kw) -> float:
     return _colour_error(generator, store)
 
 
-@pytest.mark.parametrize("amp, steps", [("none", 40), ("bf16", 60)])
+@pytest.mark.parametrize("amp, steps", [("none", 50), ("bf16", 60)])
 def test_short_run_learns_class_colours(store, tmp_path, amp, steps):
     if amp == "bf16" and not cpu_supports_bf16():
         pytest.skip("this CPU has no native bf16")

@@ -5,6 +5,16 @@ the same object on a fake batch, so the benchmark measures what users run.
 
 The discriminator step reuses the generator step's images (detached) instead of running the
 generator again, with real and fake images in one discriminator batch.
+
+The generator step's forward passes run inside ``torch.nn.utils.parametrize.cached()``: each
+spectral-normed weight ``W / sigma`` is computed once there. The discriminator is called twice in
+that step (fake, then real without gradients); in training mode each call would otherwise run
+its own power iteration and recompute ``W / sigma``. With the cache both calls see the same
+weights after one power iteration, as in the reference's single call on the concatenated batch.
+Backward goes through the cached tensor's graph, as for a shared weight (the generator's convs
+use each weight once; the discriminator's weights are frozen in this step). The discriminator
+step runs outside the cache, with its own power iteration.
+https://pytorch.org/docs/stable/generated/torch.nn.utils.parametrize.cached.html
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.utils import parametrize
 
 from geospade.models.encoder import StyleEncoder, kl_loss, reparameterize
 from geospade.models.generator import Generator
@@ -123,7 +134,7 @@ class TrainStep:
         discriminator = self.discriminator
         # Generator step: D's weights are frozen (its unwrapped module avoids DDP hooks).
         discriminator.requires_grad_(False)
-        with self.autocast():
+        with self.autocast(), parametrize.cached():
             fake, kl = self.g_train(labels, real)
             pred_fake = discriminator(labels, fake)
             with torch.no_grad():
