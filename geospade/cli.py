@@ -59,10 +59,15 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: run the CLI, turning errors into one-line messages."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        status = cli.main(args=argv, prog_name="geospade", standalone_mode=False)
-        if isinstance(status, int) and status != 0:
-            sys.exit(status)
+        # make_context + invoke (rather than cli.main) lets Ctrl-C reach the handler below
+        # untouched, so the interrupt message is one line too.
+        with cli.make_context("geospade", args) as ctx:
+            cli.invoke(ctx)
+    except click.exceptions.Exit as exc:  # --help, --version
+        if exc.exit_code:
+            sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("geospade: aborted", err=True)
         sys.exit(130)

@@ -59,3 +59,28 @@ def test_info_on_a_non_raster_is_one_line_error(tmp_path, capsys):
     code, _, err = run(["info", str(bad)], capsys)
     assert code == 1
     assert err.count("\n") == 1 and "is not a raster" in err
+
+
+def test_interrupt_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
+    import geospade.info
+
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(geospade.info, "describe", interrupted)
+    code, _, err = run(["info", str(tmp_path)], capsys)
+    assert code == 130
+    assert err == "geospade: interrupted\n"
+
+
+def test_unexpected_exception_is_one_line_without_traceback(tmp_path, capsys, monkeypatch):
+    import geospade.info
+
+    def broken(path):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(geospade.info, "describe", broken)
+    monkeypatch.delenv("GEOSPADE_DEBUG", raising=False)
+    code, _, err = run(["info", str(tmp_path)], capsys)
+    assert code == 1
+    assert err.count("\n") == 1 and "ZeroDivisionError: boom" in err and "Traceback" not in err
