@@ -36,7 +36,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from geospade.models import Generator, MultiscaleDiscriminator, autocast_context, to_channels_last
-from geospade.training.step import GeneratorStep, TrainStep
+from geospade.training.step import GeneratorStep, TrainStep, adam
 
 CONFIGS = {"A": (64, 4, 16), "B": (128, 2, 32), "C": (256, 1, 64)}  # size, batch, ngf = ndf
 ROUNDS = {"A": 10, "B": 5, "C": 3}
@@ -75,8 +75,8 @@ class Setup:
                 to_channels_last(module)
             self.real = self.real.contiguous(memory_format=torch.channels_last)
         g_module = GeneratorStep(self.generator, None)
-        opt_g = torch.optim.Adam(g_module.parameters(), lr=1e-4, betas=(0.0, 0.9))
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=4e-4, betas=(0.0, 0.9))
+        opt_g = adam(g_module.parameters(), 1e-4, (0.0, 0.9))
+        opt_d = adam(self.discriminator.parameters(), 4e-4, (0.0, 0.9))
         self.step = TrainStep(g_module, self.discriminator, opt_g, opt_d, ema=ema,
                               lambda_fm=LAMBDA_FM, autocast=self.autocast)
 

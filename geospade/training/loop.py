@@ -41,7 +41,7 @@ from geospade.models.precision import autocast_context
 from geospade.training.checkpoint import load_checkpoint, save_checkpoint
 from geospade.training.config import TrainConfig, resolve_config, to_toml
 from geospade.training.preview import preview_grid, save_png
-from geospade.training.step import GeneratorStep, TrainStep
+from geospade.training.step import GeneratorStep, TrainStep, adam
 from geospade.training.validation import mean_colour_error, spectral_distance
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -449,8 +449,8 @@ def _train(dataset: ChipDataset, chips: str | Path, run_dir: Path, cfg: TrainCon
 
     g_module = GeneratorStep(generator, encoder)
     g_params = list(g_module.parameters())
-    opt_g = torch.optim.Adam(g_params, lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    opt_g = adam(g_params, cfg.lr_g, (cfg.beta1, cfg.beta2))
+    opt_d = adam(discriminator.parameters(), cfg.lr_d, (cfg.beta1, cfg.beta2))
     scaler_g = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
     scaler_d = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
     if ckpt is not None:
