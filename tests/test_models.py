@@ -436,3 +436,25 @@ def test_autocast_context_rejects_fp16_on_cpu():
         autocast_context("cpu", "fp16")
     with autocast_context("cpu", None):
         assert not torch.is_autocast_enabled("cpu")
+
+
+def test_spectral_conv_divides_output_like_the_weight():
+    """Dividing a small output by sigma is the same function (and gradient) as dividing W."""
+    from geospade.models.generator import conv2d, spectral_conv
+
+    torch.manual_seed(0)
+    conv = conv2d(64, 64, 3, padding=1, spectral_norm=True)  # 36864 weights > 2*64*4*4 outputs
+    x = torch.randn(2, 64, 4, 4, dtype=torch.float64)
+    conv = conv.double()
+    state = {k: v.clone() for k, v in conv.state_dict().items()}
+    results = []
+    for fn in (spectral_conv, lambda c, t: c(t)):
+        conv.load_state_dict(state)
+        conv.zero_grad()
+        out = fn(conv, x)
+        out.square().sum().backward()
+        weight = conv.parametrizations.weight.original
+        results.append((out.detach(), weight.grad.clone(), conv.bias.grad.clone(),
+                        conv.parametrizations.weight[0]._u.clone()))
+    for new, old in zip(*results, strict=True):
+        torch.testing.assert_close(new, old, rtol=1e-10, atol=1e-12)

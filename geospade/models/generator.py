@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import _SpectralNorm as _SpectralNormType
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from geospade.errors import GeospadeError
@@ -58,6 +60,35 @@ def conv2d(in_channels: int, out_channels: int, kernel_size: int, *, stride: int
     conv = init_weights(nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
                                   padding=padding, bias=bias))
     return _spectral_norm(conv) if spectral_norm else conv
+
+
+def spectral_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)``; for a spectral-normed conv whose output is smaller than its weight, the
+    output is divided by sigma instead of the weight.
+
+    ``conv(x, W / sigma) + b == conv(x, W) / sigma + b`` (convolution is linear in W), values
+    and gradients alike, up to float rounding. The low-resolution blocks have 1024x1024x3x3
+    weights at ngf 64 and 16x16 activations: dividing the weight (and its gradient) costs more
+    than the convolution's output. The power iteration (training mode) and sigma are those of
+    the registered parametrization, so state dicts and checkpoints do not change.
+    """
+    if not parametrize.is_parametrized(conv, "weight"):
+        return conv(x)
+    weight = conv.parametrizations.weight.original
+    n, _, h, w = x.shape
+    if n * conv.out_channels * h * w >= weight.numel():
+        return conv(x)
+    norm = conv.parametrizations.weight[0]
+    if not isinstance(norm, _SpectralNormType):
+        return conv(x)
+    weight_mat = norm._reshape_weight_to_matrix(weight)
+    if norm.training:
+        norm._power_method(weight_mat, norm.n_power_iterations)
+    u = norm._u.clone(memory_format=torch.contiguous_format)
+    v = norm._v.clone(memory_format=torch.contiguous_format)
+    sigma = torch.vdot(u, torch.mv(weight_mat, v))
+    out = conv._conv_forward(x, weight, None) / sigma
+    return out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1)
 
 
 def is_channels_last(weight: torch.Tensor) -> bool:
@@ -133,12 +164,12 @@ class SPADEResBlock(nn.Module):
             def cond(layer: CLADE) -> torch.Tensor:
                 return labels
         if self.learned_shortcut:
-            x_s = self.conv_s(self.norm_s.modulate(x_hat, cond(self.norm_s)))
+            x_s = spectral_conv(self.conv_s, self.norm_s.modulate(x_hat, cond(self.norm_s)))
         else:
             x_s = x
-        dx = self.conv_0(_leaky(self.norm_0.modulate(x_hat, cond(self.norm_0))))
+        dx = spectral_conv(self.conv_0, _leaky(self.norm_0.modulate(x_hat, cond(self.norm_0))))
         dx = self.norm_1.normalize(dx)
-        dx = self.conv_1(_leaky(self.norm_1.modulate(dx, cond(self.norm_1))))
+        dx = spectral_conv(self.conv_1, _leaky(self.norm_1.modulate(dx, cond(self.norm_1))))
         return x_s + dx
 
 
