@@ -609,6 +609,10 @@ def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, 
     h_eff, w_eff = min(size, height), min(size, width)
     ramp_y = [ramp(h_eff, a, b) for a, b in zip(lead_y, trail_y, strict=True)]
     ramp_x = [ramp(w_eff, a, b) for a, b in zip(lead_x, trail_x, strict=True)]
+    # Windows with flat ramps (all of them at overlap 0) and no nodata are added unweighted:
+    # the same sums as a weight of 1.0, without building a weight array per window.
+    flat_y = [bool((r == 1).all()) for r in ramp_y]
+    flat_x = [bool((r == 1).all()) for r in ramp_x]
     strips = np.array_split(np.arange(len(rows)), world_size)[rank].tolist()
 
     bands = model.bands
@@ -672,7 +676,27 @@ def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, 
     gen_seconds = 0.0
     windows_run = 0
 
+    # Unweighted windows side by side in one strip (overlap 0) are added as one piece: one
+    # BlendingWriter.add per run instead of per window, with the same sums.
+    run: list[tuple[_Item, np.ndarray]] = []
+
+    def flush_run() -> None:
+        if not run:
+            return
+        first = run[0][0]
+        image = run[0][1] if len(run) == 1 else np.concatenate([im for _, im in run], axis=2)
+        if tiles_only is None:
+            writer.add(image, first.row, first.col)
+        else:
+            open_strips[first.strip].add(image, 0, first.col)
+        run.clear()
+
     def dispatch(item: _Item, image: np.ndarray | None) -> None:
+        flat = (image is not None and flat_x[item.col_index]
+                and (tiles_only is not None or flat_y[item.strip]) and bool(item.valid.all()))
+        if run and not (flat and item.strip == run[-1][0].strip
+                        and item.col == run[-1][0].col + w_eff):
+            flush_run()
         if tiles_only is not None:
             for j in [j for j in open_strips if j < item.strip]:
                 tiles.append(str(open_strips.pop(j).close()))
@@ -682,7 +706,9 @@ def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, 
             return
         image = image[:, :h_eff, :w_eff]
         wx = ramp_x[item.col_index]
-        if tiles_only is not None:
+        if flat:
+            run.append((item, image))
+        elif tiles_only is not None:
             weight = np.broadcast_to(wx, (h_eff, w_eff)) * item.valid
             open_strips[item.strip].add(image, 0, item.col, weight.astype(np.float32))
         else:
@@ -707,6 +733,7 @@ def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, 
                 images = [next(it_result) if it.chip is not None else None for it in batch]
             for it, image in zip(batch, images, strict=True):
                 dispatch(it, image)
+            flush_run()
             bar.update(len(batch))
             batch.clear()
 
