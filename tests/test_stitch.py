@@ -66,6 +66,37 @@ def test_blending_writer_holds_only_the_rows_still_touched(tmp_path):
     assert data[15, 0] == 6  # rows 10..19: mean of the pieces at 0 and 10 (values 1 and 11)
 
 
+def test_blending_writer_raises_a_write_error_from_its_thread_and_leaves_no_file(tmp_path):
+    grid = Grid(None, ORIGIN, 40, 100)
+    calls = []
+
+    def failing(values: np.ndarray) -> np.ndarray:
+        calls.append(values.shape[1])
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+    writer = BlendingWriter(tmp_path / "w.tif", grid, 1, "uint8", to_output=failing,
+                            overviews=False)
+    with pytest.raises(RuntimeError, match="disk full"):
+        with writer:
+            for row in range(0, 100, 10):
+                writer.add(np.full((1, 10, 40), 7, np.float32), row, 0)
+    assert calls[:2] == [10, 10]
+    assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary file
+
+
+def test_blending_writer_writes_rows_in_order_from_its_thread(tmp_path):
+    grid = Grid(None, ORIGIN, 8, 300)
+    with BlendingWriter(tmp_path / "w.tif", grid, 1, "uint16", overviews=False,
+                        block_size=16) as writer:
+        for row in range(0, 300, 3):
+            writer.add(np.full((1, 3, 8), row + 1, np.float32), row, 0)
+    with rasterio.open(tmp_path / "w.tif") as src:
+        data = src.read(1)
+    assert (data[:, 0] == np.repeat(np.arange(1, 301, 3), 3)).all()
+
+
 def test_stitch_cross_fades_two_overlapping_tiles(tmp_path, capsys):
     a = write_tile(tmp_path / "a.tif", np.full((1, 30, 50), 100, np.uint8), 0, 0)
     b = write_tile(tmp_path / "b.tif", np.full((1, 30, 50), 200, np.uint8), 0, 30)
