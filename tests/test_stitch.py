@@ -66,7 +66,7 @@ def test_blending_writer_holds_only_the_rows_still_touched(tmp_path):
     assert data[15, 0] == 6  # rows 10..19: mean of the pieces at 0 and 10 (values 1 and 11)
 
 
-def test_blending_writer_raises_a_write_error_from_its_thread_and_leaves_no_file(tmp_path):
+def test_blending_writer_raises_a_write_error_and_leaves_no_file(tmp_path):
     grid = Grid(None, ORIGIN, 40, 100)
     calls = []
 
@@ -86,7 +86,7 @@ def test_blending_writer_raises_a_write_error_from_its_thread_and_leaves_no_file
     assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary file
 
 
-def test_blending_writer_writes_rows_in_order_from_its_thread(tmp_path):
+def test_blending_writer_writes_rows_in_order(tmp_path):
     grid = Grid(None, ORIGIN, 8, 300)
     with BlendingWriter(tmp_path / "w.tif", grid, 1, "uint16", overviews=False,
                         block_size=16) as writer:

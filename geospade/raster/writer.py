@@ -20,7 +20,6 @@ import math
 import os
 import secrets
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -348,11 +347,6 @@ class BlendingWriter:
             :func:`cast_to`).
         **kwargs: passed to :class:`StripWriter` (descriptions, colorinterp, cog, overwrite,
             overviews, resampling, block_size).
-
-    Finished rows are converted, compressed and written by one background thread while the
-    caller computes the next pieces (numpy and GDAL release the GIL for that work). Writes stay
-    in row order, at most one batch of finished rows is in flight, and an error in the thread is
-    raised by the next :meth:`add` or by :meth:`close`.
     """
 
     def __init__(self, path: str | Path, grid: Grid, count: int, dtype: str,
@@ -372,8 +366,6 @@ class BlendingWriter:
         self._last_row = 0
         self._sum = np.zeros((count, 0, grid.width), dtype=np.float32)
         self._weight = np.zeros((0, grid.width), dtype=np.float32)
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geospade-writer")
-        self._pending: Future | None = None
 
     def add(self, data: np.ndarray, row_off: int, col_off: int,
             weight: np.ndarray | None = None) -> None:
@@ -416,27 +408,13 @@ class BlendingWriter:
             n = min(until - self._base, held) if held else min(until - self._base,
                                                                 self._out.block_size)
             if held:
-                # Rows [0, n) of these buffers are never touched again: later pieces land in the
-                # views that follow, so the thread can read them while the caller goes on.
-                total, weight = self._sum[:, :n], self._weight[:n]
+                out = self._convert(self._sum[:, :n], self._weight[:n])
                 self._sum = self._sum[:, n:]
                 self._weight = self._weight[n:]
-                self._submit(lambda t=total, w=weight: self._out.write(self._convert(t, w)))
             else:
                 out = np.full((self.count, n, self.grid.width), self.nodata, dtype=self.dtype)
-                self._submit(lambda o=out: self._out.write(o))
+            self._out.write(out)
             self._base += n
-
-    def _submit(self, job: Callable[[], None]) -> None:
-        """Run ``job`` in the writer thread once the previous job is done (keeps writes in
-        order and memory bounded; re-raises the previous job's error)."""
-        self._wait()
-        self._pending = self._io.submit(job)
-
-    def _wait(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()
 
     def _convert(self, total: np.ndarray, weight: np.ndarray) -> np.ndarray:
         covered = weight > 0
@@ -453,23 +431,13 @@ class BlendingWriter:
         """Write the remaining rows, finish the file and rename it; returns the path."""
         try:
             self._finish_rows(self.grid.height)
-            self._wait()
-            self._io.shutdown()
         except BaseException:
-            self.abort()
+            self._out.abort()
             raise
         return self._out.close()
 
     def abort(self) -> None:
-        """Stop the writer thread and delete the temporary file."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.cancel()
-            try:
-                pending.result()  # the thread may still hold the file: let it finish first
-            except BaseException:  # noqa: BLE001 - aborting already; the caller's error wins
-                pass
-        self._io.shutdown(wait=True)
+        """Delete the temporary file."""
         self._out.abort()
 
     def __enter__(self) -> BlendingWriter:
