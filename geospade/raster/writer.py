@@ -205,7 +205,10 @@ class StripWriter:
             "driver": "GTiff", "width": grid.width, "height": grid.height, "count": count,
             "dtype": self.dtype.name, "crs": grid.crs, "transform": grid.transform,
             "nodata": nodata, "tiled": True, "blockxsize": block_size, "blockysize": block_size,
-            "compress": "deflate", "predictor": _predictor(self.dtype.name),
+            # Deflate level 5 instead of GDAL's 6: on 4 uint8 bands at 4096^2
+            # (benchmarks/bench_synthesize.py) it halves compression time (0.22 -> 0.11 s)
+            # for a file about 30 % larger.
+            "compress": "deflate", "zlevel": 5, "predictor": _predictor(self.dtype.name),
             "interleave": "pixel", "bigtiff": "if_safer",
             # Blocks are compressed on all cores: writes happen between generator batches.
             "num_threads": "all_cpus",
