@@ -2,20 +2,11 @@
 
 import json
 
+from cli_runner import run_cli as run
+
 from geospade import __version__
 from geospade.cli import COMMANDS, main
 from geospade.landscape import make_landscape
-
-
-def run(args, capsys):
-    """Run the CLI; return (exit code, stdout, stderr). Success may return without SystemExit."""
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_help_lists_every_command(capsys):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from cli_runner import run_cli
 from rasterio.transform import from_origin
 
-from geospade.cli import main
 from geospade.raster.writer import BlendingWriter, Grid, edge_overlaps, ramp, stitch
 
 ORIGIN = from_origin(500000.0, 4000000.0, 2.0, 2.0)
@@ -27,14 +27,6 @@ def write_tile(path: Path, data: np.ndarray, row: int, col: int, crs: str = "EPS
     return path
 
 
-def run_cli(args, capsys):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_ramps_cross_fade_to_one_and_never_vanish():

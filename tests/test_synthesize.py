@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from cli_runner import run_cli
 from rasterio.transform import from_origin
 from torch import nn
 
-from geospade.cli import main
 from geospade.landscape import make_landscape
 from geospade.normalization import BandStats
 from geospade.schemes import CHESAPEAKE7
@@ -80,14 +80,6 @@ def write_landcover(path: Path, labels: np.ndarray, crs: str = "EPSG:26918",
     return path
 
 
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
+from cli_runner import run_cli
 from rasterio.transform import from_origin
-
-from geospade.cli import main
-
-
-def run_cli(args, capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def write_raster(path, data, crs="EPSG:26918", transform=None, nodata=None):

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from cli_runner import run_cli as run
 from test_train_chipstore import make_chip_store
 
 from geospade.cli import main
@@ -12,14 +13,6 @@ TINY = ["--batch-size", "4", "--ngf", "8", "--ndf", "8", "--num-d", "1", "--n-la
         "--spade-hidden", "16", "--no-vgg", "--device", "cpu", "--quiet"]
 
 
-def run(args, capsys):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(err: str) -> str:
