@@ -137,3 +137,14 @@ def test_spectral_distance_values():
     # Same values in another order: distance 0 (a distribution distance, not per pixel).
     np.testing.assert_allclose(spectral_distance(real, real[:, ::-1, ::-1], np.zeros((2, 2),
                                dtype=int), 1)[0, 0], 0.0)
+
+
+def test_threads_option_applies_while_training_and_is_restored(store, tmp_path):
+    torch.set_num_threads(2)
+    seen = []
+    train(store, tmp_path / "run", steps=2, quiet=True, threads=1,
+          callback=lambda step, losses: seen.append(torch.get_num_threads()), **TINY)
+    assert seen == [1, 1]
+    assert torch.get_num_threads() == 2
+    with pytest.raises(Exception, match="threads"):
+        TrainConfig(threads=-1)

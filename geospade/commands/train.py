@@ -59,6 +59,8 @@ def _flag(name: str, help_: str):
        "[off]")
 @_opt("--seed", int, "Seed of weights, data order, augmentation and noise. [0]")
 @_opt("--workers", click.IntRange(min=0), "DataLoader worker processes. [0]")
+@_opt("--threads", click.IntRange(min=0), "Torch CPU threads while training; 0 keeps torch's "
+      "default. On a small shared machine 1 can beat 2. [0]")
 @_flag("--augment/--no-augment", "Random flips and 90-degree rotations of train chips. [on]")
 @_opt("--ema-decay", float, "Decay of the generator weights' moving average. [0.999]")
 @_opt("--lr-decay-start", click.IntRange(min=0), "Step from which learning rates fall linearly "

@@ -49,7 +49,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 # the optimisation already done).
 RESUMABLE_CHANGES = frozenset({
     "steps", "epochs", "checkpoint_every", "preview_every", "val_every", "log_every", "workers",
-    "device", "val_chips",
+    "threads", "device", "val_chips",
 })
 
 
@@ -387,7 +387,14 @@ def train(
             cfg = _merge_resume_config(ckpt.get("config") or {}, cfg, overrides)
             _check_resume(ckpt, cfg, dataset, run_dir / CHECKPOINT_NAME)
             dataset = ChipDataset(chips, "train", augment=cfg.augment, seed=cfg.seed)
-        return _train(dataset, chips, run_dir, cfg, ckpt, resume, overwrite, quiet, callback, ddp)
+        threads_before = torch.get_num_threads()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        try:
+            return _train(dataset, chips, run_dir, cfg, ckpt, resume, overwrite, quiet, callback,
+                          ddp)
+        finally:
+            torch.set_num_threads(threads_before)
     finally:
         if ddp.owned:
             dist.destroy_process_group()
