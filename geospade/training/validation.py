@@ -64,19 +64,9 @@ def spectral_distance(
     Returns:
         ``(K, C)`` float64 array; rows of classes absent from ``mask`` are NaN.
     """
-    real, fake, mask = _batched(real, fake, mask)
-    bands = real.shape[1]
-    out = np.full((num_classes, bands), np.nan)
-    real_px = real.transpose(1, 0, 2, 3).reshape(bands, -1)
-    fake_px = fake.transpose(1, 0, 2, 3).reshape(bands, -1)
-    flat = mask.reshape(-1)
-    for k in range(num_classes):
-        sel = flat == k
-        if not sel.any():
-            continue
-        for c in range(bands):
-            out[k, c] = wasserstein_1d(real_px[c, sel], fake_px[c, sel])
-    return out
+    return _per_class(real, fake, mask, num_classes, lambda r, f: [
+        wasserstein_1d(r[c], f[c]) for c in range(r.shape[0])
+    ])
 
 
 def mean_colour_error(
@@ -90,6 +80,13 @@ def mean_colour_error(
     Returns:
         ``(K, C)`` float64 array; NaN for classes absent from ``mask``.
     """
+    return _per_class(real, fake, mask, num_classes,
+                      lambda r, f: np.abs(r.mean(axis=1) - f.mean(axis=1)))
+
+
+def _per_class(real, fake, mask, num_classes: int, compare) -> np.ndarray:
+    """``(K, C)`` array of ``compare(real_px, fake_px)`` over each class's pixels (``(C, n)``
+    each); NaN rows for classes absent from ``mask``."""
     real, fake, mask = _batched(real, fake, mask)
     bands = real.shape[1]
     out = np.full((num_classes, bands), np.nan)
@@ -99,7 +96,7 @@ def mean_colour_error(
     for k in range(num_classes):
         sel = flat == k
         if sel.any():
-            out[k] = np.abs(real_px[:, sel].mean(axis=1) - fake_px[:, sel].mean(axis=1))
+            out[k] = compare(real_px[:, sel], fake_px[:, sel])
     return out
 
 
