@@ -36,11 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from geospade.errors import GeospadeError
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+from geospade.toml_files import read_toml
 
 STAGES = ("landscape", "tile", "train", "synthesize", "evaluate")
 STATE_FILE = "pipeline-state.json"
@@ -77,12 +73,7 @@ class PipelineResult:
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a pipeline TOML file; relative paths in it are resolved against its folder."""
     path = Path(path)
-    if not path.is_file():
-        raise GeospadeError(f"pipeline config not found: {path}")
-    try:
-        config = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise GeospadeError(f"{path} is not valid TOML ({' '.join(str(exc).split())})") from None
+    config = read_toml(path, "pipeline config")
     config.setdefault("_base", str(path.resolve().parent))
     return config
 

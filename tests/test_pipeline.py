@@ -10,6 +10,7 @@ from geospade import pipeline
 from geospade.cli import main
 from geospade.demo import DEMO_CONFIG
 from geospade.pipeline import STATE_FILE, build_stages, load_config, run_pipeline
+from geospade.toml_files import read_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -193,8 +194,7 @@ def test_bad_configs_are_one_line_errors_before_any_work(fake, tmp_path, capsys,
 
 
 def test_demo_toml_matches_the_packaged_demo_config():
-    text = (ROOT / "pipelines" / "demo.toml").read_text()
-    assert pipeline.tomllib.loads(text) == DEMO_CONFIG
+    assert read_toml(ROOT / "pipelines" / "demo.toml", "demo config") == DEMO_CONFIG
 
 
 def test_shipped_configs_are_valid_for_the_real_stage_functions(tmp_path):

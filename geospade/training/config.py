@@ -14,11 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from geospade.errors import GeospadeError
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+from geospade.toml_files import read_toml
 
 GAN_MODES = ("hinge", "ls", "original")
 NORMS = ("spade", "clade")
@@ -189,12 +185,7 @@ def _coerce(name: str, value: Any, annotation: str, source: str) -> Any:
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML config file (flat keys, or under a ``[train]`` table) into a plain dict."""
     path = Path(path)
-    if not path.is_file():
-        raise GeospadeError(f"config file not found: {path}")
-    try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise GeospadeError(f"{path} is not valid TOML ({' '.join(str(exc).split())})") from None
+    data = read_toml(path, "config file")
     if isinstance(data.get("train"), dict):
         data = data["train"]
     data = {k.replace("-", "_"): v for k, v in data.items()}
