@@ -166,3 +166,30 @@ def test_bad_options(tmp_path, ckpt, landcover, capsys, extra, needle):
     code, _, err = synth(capsys, ckpt, landcover, tmp_path / "out.tif", *extra)
     assert_one_line_error(code, err, needle)
     assert not (tmp_path / "out.tif").exists()
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "uint16", "float32"])
+def test_unknown_value_scan_counts_every_dtype(tmp_path, dtype):
+    """The pre-scan finds unknown values (negative, beyond 8 bits, in any strip) with exact
+    counts, skips the file's nodata, and finds nothing in a clean raster."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from geospade.schemes import CHESAPEAKE7
+    from geospade.synthesis.sliding import scan_unknown_values
+
+    labels = np.tile(np.arange(1, 7), (300, 50)).astype(dtype)  # 300 x 300
+    clean = write_landcover(tmp_path / "clean.tif", labels, nodata=0)
+    bad_values = {"uint8": (9, 200), "int16": (-3, 300), "uint16": (9, 300),
+                  "float32": (-3, 300)}[dtype]
+    labels[0, :5] = bad_values[0]
+    labels[299, 10:12] = bad_values[1]
+    labels[150, 0] = 0  # the file's nodata: not unknown
+    dirty = write_landcover(tmp_path / "dirty.tif", labels, nodata=0)
+    with rasterio.open(clean) as src:
+        assert scan_unknown_values(src, Window(0, 0, 300, 300), CHESAPEAKE7) == {}
+    with rasterio.open(dirty) as src:
+        found = scan_unknown_values(src, Window(0, 0, 300, 300), CHESAPEAKE7)
+        assert found == {bad_values[0]: 5, bad_values[1]: 2}
+        # Only the area asked for is scanned.
+        assert scan_unknown_values(src, Window(0, 100, 300, 100), CHESAPEAKE7) == {}

@@ -209,7 +209,11 @@ class StripWriter:
             # (benchmarks/bench_synthesize.py) it halves compression time (0.22 -> 0.11 s)
             # for a file about 30 % larger.
             "compress": "deflate", "zlevel": 5, "predictor": _predictor(self.dtype.name),
-            "interleave": "pixel", "bigtiff": "if_safer",
+            # Band interleaving: GDAL builds the overviews of a pixel-interleaved file band by
+            # band, decompressing every block and recompressing every overview block once per
+            # band; band-interleaved, overviews cost half (0.56 -> 0.26 s at 4096^2, 4 bands)
+            # and the file is smaller, for the same write time.
+            "interleave": "band", "bigtiff": "if_safer",
             # Blocks are compressed on all cores: writes happen between generator batches.
             "num_threads": "all_cpus",
         }
