@@ -72,7 +72,7 @@ class Setup:
         self.bf16 = bf16
         if bf16 if channels_last is None else channels_last:
             for module in (self.generator, self.discriminator, ema):
-                to_channels_last(module)
+                to_channels_last(module, parameters=False)  # as `geospade train` does
             self.real = self.real.contiguous(memory_format=torch.channels_last)
         g_module = GeneratorStep(self.generator, None)
         opt_g = adam(g_module.parameters(), 1e-4, (0.0, 0.9))

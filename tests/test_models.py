@@ -391,15 +391,21 @@ def test_state_dict_survives_weights_only_load(tmp_path):
 # ---------------------------------------------------------------- layout and precision
 
 
-def test_channels_last_computes_the_same_function():
+@pytest.mark.parametrize("parameters", [True, False])
+def test_channels_last_computes_the_same_function(parameters):
+    # Feature maps go channels-last either way; the parameters only when asked (training
+    # keeps them contiguous for fused Adam and spectral norm).
     torch.manual_seed(0)
     g = tiny_generator().eval()
     lab = labels(2, 32)
     expected = g(lab)
-    to_channels_last(g)
+    to_channels_last(g, parameters=parameters)
     out = g(lab)
     assert out.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(out, expected, atol=1e-5)
+    weight = g.blocks[0].conv_0.parametrizations.weight.original
+    assert weight.is_contiguous(memory_format=torch.channels_last) == parameters
+    assert weight.is_contiguous() != parameters
 
 
 @pytest.mark.skipif(not cpu_supports_bf16(), reason="no native bf16 on this CPU")

@@ -223,6 +223,9 @@ class Generator(nn.Module):
         self.z_dim = z_dim
         self.crop_size = crop_size
         self.first_channels = 16 * ngf
+        # Feature maps channels-last (set by to_channels_last; also implied by channels-last
+        # weights). A runtime layout choice, not part of the config.
+        self.channels_last = False
 
         if use_vae:
             side = crop_size // self.stride
@@ -267,7 +270,8 @@ class Generator(nn.Module):
                 f"{self.stride}"
             )
         weight = self.conv_img.weight
-        fmt = torch.channels_last if is_channels_last(weight) else torch.contiguous_format
+        fmt = (torch.channels_last if self.channels_last or is_channels_last(weight)
+               else torch.contiguous_format)
         maps = ClassMaps(labels, self.num_classes, memory_format=fmt, dtype=weight.dtype)
         size = (height // self.stride, width // self.stride)
         if size == (1, 1) and self._config["param_free_norm"] == ParamFreeNorm.INSTANCE.value:

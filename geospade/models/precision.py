@@ -25,9 +25,20 @@ class Amp(str, Enum):
     FP16 = "fp16"
 
 
-def to_channels_last(module: nn.Module) -> nn.Module:
-    """Store ``module``'s 4-D parameters and buffers channels-last (in place); returns it."""
-    return module.to(memory_format=torch.channels_last)
+def to_channels_last(module: nn.Module, parameters: bool = True) -> nn.Module:
+    """Compute ``module`` with channels-last feature maps (in place); returns it.
+
+    Generators inside ``module`` start their feature maps channels-last; other layers follow the
+    layout of their input. With ``parameters`` the 4-D parameters and buffers are stored
+    channels-last too, which suits inference. For training leave them contiguous: fused Adam
+    and spectral norm's weight matrix work on contiguous parameters and copy channels-last ones
+    at every step (about 5 % of a bf16 iteration at benchmark config B), while the convolutions
+    run channels-last either way.
+    """
+    for layer in module.modules():
+        if hasattr(layer, "channels_last"):
+            layer.channels_last = True
+    return module.to(memory_format=torch.channels_last) if parameters else module
 
 
 def cpu_supports_bf16() -> bool:

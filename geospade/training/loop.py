@@ -37,7 +37,7 @@ from geospade.models.discriminator import MultiscaleDiscriminator
 from geospade.models.encoder import StyleEncoder
 from geospade.models.generator import Generator
 from geospade.models.losses import load_vgg_loss
-from geospade.models.precision import autocast_context
+from geospade.models.precision import autocast_context, to_channels_last
 from geospade.training.checkpoint import load_checkpoint, save_checkpoint
 from geospade.training.config import TrainConfig, resolve_config, to_toml
 from geospade.training.preview import preview_grid, save_png
@@ -452,7 +452,9 @@ def _train(dataset: ChipDataset, chips: str | Path, run_dir: Path, cfg: TrainCon
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     for module in (generator, discriminator, encoder, ema, vgg):
         if module is not None:
-            module.to(device=device, memory_format=memory_format)
+            module.to(device=device)
+            if cfg.channels_last:  # feature maps only: trained parameters stay contiguous
+                to_channels_last(module, parameters=False)
 
     g_module = GeneratorStep(generator, encoder)
     g_params = list(g_module.parameters())
