@@ -1,7 +1,8 @@
 """Speed and memory of `geospade synthesize`: prints a table (not a test).
 
-For each land-cover size, generator (SPADE, CLADE; ngf 16, 64-px windows, random weights),
-overlap and precision it runs one synthesis in a fresh process and reports:
+For each land-cover size, generator (SPADE, CLADE; ngf 16, 64-px windows, random weights with
+the last conv scaled so the output spreads like imagery, see ``make_checkpoint``), overlap,
+precision and output codec it runs one synthesis in a fresh process and reports:
 
 * Mpx/s end to end (reading, class mapping, generator, blending, writing, overviews);
 * end-to-end time over the generator's own time for the same windows (target <= 1.15 at
@@ -29,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ANCHOR = Path("/work/shared/anchors/nvlabs_spade_bench.py")
 PRECISIONS = {"fp32": ("none", False), "fp32-cl": ("none", True), "bf16": ("bf16", False),
               "bf16-cl": ("bf16", True)}
@@ -37,7 +40,6 @@ PRECISIONS = {"fp32": ("none", False), "fp32-cl": ("none", True), "bf16": ("bf16
 def make_landcover(path: Path, size: int, seed: int = 0) -> Path:
     """A chesapeake7 land cover of size x size: blocky regions of all six classes with roads,
     written in strips (any size fits in memory)."""
-    import numpy as np
     import rasterio
     from rasterio.transform import from_origin
     from rasterio.windows import Window
@@ -73,6 +75,13 @@ def make_landcover(path: Path, size: int, seed: int = 0) -> Path:
 
 
 def make_checkpoint(path: Path, norm: str, ngf: int, window: int) -> Path:
+    """A random-weight generator whose output spreads over the value range like imagery.
+
+    Freshly initialised, the generator's output is a flat grey (std 1e-6 to 4e-4 in [-1, 1])
+    that DEFLATE squeezes 27:1, which would make writing look free. Its last conv is scaled so
+    the output has std 0.4; the generator computes the same FLOPs, and the file compresses
+    like generated imagery (about 1.6:1).
+    """
     import torch
 
     from geospade.models import Generator
@@ -83,7 +92,11 @@ def make_checkpoint(path: Path, norm: str, ngf: int, window: int) -> Path:
     if path.exists():
         return path
     torch.manual_seed(0)
-    g = Generator(6, 4, ngf=ngf, crop_size=window, norm=norm)
+    g = Generator(6, 4, ngf=ngf, crop_size=window, norm=norm).eval()
+    with torch.no_grad():
+        sample = torch.from_numpy(np.kron(np.random.default_rng(0).integers(0, 6, (4, 4)),
+                                          np.ones((window, window), np.int64)))[None]
+        g.conv_img.weight.mul_(0.4 / float(g(sample).std()))
     bands = [BandStats(n, "uint8", 0, 255).to_dict() for n in ("red", "green", "blue", "nir")]
     return save_checkpoint(path, {
         "generator_config": g.config, "scheme": CHESAPEAKE7.to_dict(), "bands": bands,
@@ -99,13 +112,14 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     work = Path(args.workdir)
     lc = make_landcover(work / f"landcover_{args.size}.tif", args.size)
-    ckpt = make_checkpoint(work / f"{args.norm}_ngf{args.ngf}.pt", args.norm, args.ngf,
+    ckpt = make_checkpoint(work / f"{args.norm}_ngf{args.ngf}_spread.pt", args.norm, args.ngf,
                            args.window)
     amp, channels_last = PRECISIONS[args.precision]
     model = load_synthesis_model(ckpt, device="cpu", amp=amp, channels_last=channels_last)
     out = work / "out.tif"
     summary = synthesize(model, lc, out, overlap=args.overlap, batch_size=args.batch_size,
-                         overwrite=True, quiet=True)
+                         compress=args.compress, overwrite=True, quiet=True)
+    summary["file_mb"] = out.stat().st_size / 1e6
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
     print("RESULT " + json.dumps({**vars(args), "summary": summary, "peak_rss_mb": peak}),
           flush=True)
@@ -140,6 +154,9 @@ def main() -> None:
     p.add_argument("--overlaps", type=int, nargs="+", default=[0, 16, 32])
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16-cl"],
                    choices=list(PRECISIONS))
+    p.add_argument("--compressions", nargs="+", default=["deflate"],
+                   choices=["deflate", "zstd", "lzw", "none"],
+                   help="output codecs for the overlap-0 rows (overlap rows: the first)")
     p.add_argument("--extra-overlap-precision", default=None,
                    help="precision used for the overlap > 0 rows (default: the first)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -154,6 +171,7 @@ def main() -> None:
     p.add_argument("--norm", help=argparse.SUPPRESS)
     p.add_argument("--overlap", type=int, help=argparse.SUPPRESS)
     p.add_argument("--precision", help=argparse.SUPPRESS)
+    p.add_argument("--compress", default="deflate", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         worker(args)
@@ -165,11 +183,13 @@ def main() -> None:
     for size in args.sizes:
         for norm in args.norms:
             for precision in args.precisions:
-                configs.append({"size": size, "norm": norm, "overlap": 0,
-                                "precision": precision})
+                for compress in args.compressions:
+                    configs.append({"size": size, "norm": norm, "overlap": 0,
+                                    "precision": precision, "compress": compress})
             for overlap in [o for o in args.overlaps if o]:
                 configs.append({"size": size, "norm": norm, "overlap": overlap,
-                                "precision": overlap_precision})
+                                "precision": overlap_precision,
+                                "compress": args.compressions[0]})
 
     ref_before = run_reference(args.reference, args.threads) if args.reference else None
     rows = []
@@ -184,15 +204,16 @@ def main() -> None:
     print(f"\ngeospade synthesize: ngf {args.ngf}, {args.window}-px windows, batch "
           f"{args.batch_size}, {args.threads} threads, CPU, 4 uint8 bands, GeoTIFF deflate + "
           f"overviews ({time.time() - start:.0f} s total)\n")
-    head = ("| generator | size | overlap | precision | windows | end-to-end s | Mpx/s | "
-            "generator s | e2e / generator | peak RSS MB |")
+    head = ("| generator | size | overlap | precision | codec | windows | end-to-end s | "
+            "Mpx/s | generator s | e2e / generator | peak RSS MB | file MB |")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for config, s, rss in rows:
         print(f"| {config['norm']} | {config['size']}² | {config['overlap']} | "
-              f"{config['precision']} | {s['windows_run']} | {s['seconds']:.1f} | "
-              f"{s['mpx_per_s']:.3f} | {s['generator_seconds']:.1f} | "
-              f"{s['seconds'] / s['generator_seconds']:.3f} | {rss:.0f} |")
+              f"{config['precision']} | {config['compress']} | {s['windows_run']} | "
+              f"{s['seconds']:.1f} | {s['mpx_per_s']:.3f} | {s['generator_seconds']:.1f} | "
+              f"{s['seconds'] / s['generator_seconds']:.3f} | {rss:.0f} | "
+              f"{s['file_mb']:.0f} |")
     if args.reference:
         print()
         for label, ms in (("before", ref_before), ("after", ref_after)):
@@ -207,7 +228,8 @@ def main() -> None:
             ref_mpx = 64 * 64 / (sum(mss) / len(mss)) / 1000
             for config, s, _ in rows:
                 if config["overlap"] == 0:
-                    print(f"  {config['norm']} {config['precision']} {config['size']}²: "
+                    print(f"  {config['norm']} {config['precision']} {config['compress']} "
+                          f"{config['size']}²: "
                           f"{s['mpx_per_s'] / ref_mpx:.2f}x the reference, end to end")
 
 

@@ -80,10 +80,16 @@ def normalize(image: np.ndarray, bands: Sequence[BandStats]) -> np.ndarray:
 def denormalize(image: np.ndarray, bands: Sequence[BandStats]) -> np.ndarray:
     """Model output ``(C, H, W)`` in [-1, 1] -> source units and dtype (rounded, clipped)."""
     low, span = _scale(bands)
-    out = (np.clip(image.astype(np.float32), -1.0, 1.0) + 1.0) / 2.0 * span[:, None, None]
+    # (x + 1) / 2 * span + low, computed in place on one float32 copy (this runs on every
+    # strip synthesize writes).
+    out = np.array(image, dtype=np.float32, copy=True)
+    np.clip(out, -1.0, 1.0, out=out)
+    out += 1.0
+    out *= (span / 2.0)[:, None, None]
     out += low[:, None, None]
     dtype = np.dtype(bands[0].dtype)
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
-        out = np.clip(np.rint(out), info.min, info.max)
+        np.rint(out, out=out)
+        np.clip(out, info.min, info.max, out=out)
     return out.astype(dtype)

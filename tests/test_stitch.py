@@ -89,6 +89,41 @@ def test_blending_writer_writes_rows_in_order(tmp_path):
     assert (data[:, 0] == np.repeat(np.arange(1, 301, 3), 3)).all()
 
 
+def test_final_full_width_pieces_write_the_same_file(tmp_path):
+    # Strips that no later piece touches go straight to the file: same pixels as summing them,
+    # nodata gaps included, and a piece reaching back into written rows is refused.
+    grid = Grid(None, ORIGIN, 40, 100)
+    rng = np.random.default_rng(0)
+    strips = [(row, rng.uniform(0, 250, (2, 10, 40)).astype(np.float32))
+              for row in (0, 10, 30, 40, 90)]  # rows 20-29 and 50-89 get no piece
+    for final in (False, True):
+        with BlendingWriter(tmp_path / f"{final}.tif", grid, 2, "uint8", overviews=False,
+                            nodata=0) as writer:
+            for row, data in strips:
+                writer.add(data, row, 0, final=final)
+    with rasterio.open(tmp_path / "False.tif") as a, rasterio.open(tmp_path / "True.tif") as b:
+        summed, direct = a.read(), b.read()
+    assert np.array_equal(summed, direct)
+    assert (direct[:, 20:30] == 0).all() and (direct[:, 50:90] == 0).all()
+    assert (direct[:, :20] > 0).all()  # valid values never equal nodata
+    with BlendingWriter(tmp_path / "x.tif", grid, 2, "uint8", overviews=False) as writer:
+        writer.add(strips[0][1], 0, 0, final=True)
+        with pytest.raises(ValueError, match="written already"):
+            writer.add(strips[1][1], 5, 0)
+        writer.add(strips[1][1], 10, 0)
+        for row in range(20, 100, 10):
+            writer.add(strips[1][1], row, 0, final=True)
+
+
+def test_stitch_writes_the_codec_asked_for(tmp_path, capsys):
+    a = write_tile(tmp_path / "a.tif", np.full((1, 30, 50), 100, np.uint8), 0, 0)
+    code, _, _ = run_cli(["stitch", str(a), "-o", str(tmp_path / "m.tif"), "--compress", "zstd",
+                          "-q"], capsys)
+    assert code == 0
+    with rasterio.open(tmp_path / "m.tif") as src:
+        assert src.compression.name.lower() == "zstd" and (src.read(1) == 100).all()
+
+
 def test_stitch_cross_fades_two_overlapping_tiles(tmp_path, capsys):
     a = write_tile(tmp_path / "a.tif", np.full((1, 30, 50), 100, np.uint8), 0, 0)
     b = write_tile(tmp_path / "b.tif", np.full((1, 30, 50), 200, np.uint8), 0, 30)

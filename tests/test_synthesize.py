@@ -16,6 +16,7 @@ from cli_runner import run_cli
 from rasterio.transform import from_origin
 from torch import nn
 
+from geospade.errors import GeospadeError
 from geospade.landscape import make_landscape
 from geospade.normalization import BandStats
 from geospade.schemes import CHESAPEAKE7
@@ -258,6 +259,28 @@ def test_cog_is_valid(tmp_path, ckpt):
     assert b"GDAL_STRUCTURAL_METADATA" in head
     assert b"LAYOUT=IFDS_BEFORE_DATA" in head
     assert not list(tmp_path.glob(".out.tif*"))
+
+
+@pytest.mark.parametrize("cog", [False, True])
+def test_codec_choice_changes_the_encoding_not_the_pixels(tmp_path, ckpt, cog):
+    paths = make_landscape(tmp_path / "lc.tif", tmp_path / "im.tif", 300, 280, feature_scale=0.3)
+    pixels = {}
+    for codec in ("deflate", "zstd", "lzw") + (() if cog else ("none",)):
+        out = tmp_path / f"{codec}.tif"
+        synthesize(ckpt, paths.landcover, out, cog=cog, compress=codec, overlap=0, quiet=True)
+        with rasterio.open(out) as src:
+            assert (src.compression.name.lower() if src.compression else "none") == codec
+            assert src.overviews(1) == [2]
+            assert src.interleaving.name.lower() == ("pixel" if cog else "band")
+            pixels[codec] = src.read()
+    assert all(np.array_equal(pixels["deflate"], p) for p in pixels.values())
+    with pytest.raises(GeospadeError, match="unknown compression 'jpeg'"):
+        synthesize(ckpt, paths.landcover, tmp_path / "j.tif", compress="jpeg", quiet=True)
+    if cog:
+        with pytest.raises(GeospadeError, match="a COG is written compressed"):
+            synthesize(ckpt, paths.landcover, tmp_path / "j.tif", cog=True, compress="none",
+                       quiet=True)
+    assert not (tmp_path / "j.tif").exists()
 
 
 def test_geotiff_has_internal_overviews(tmp_path, ckpt):

@@ -11,9 +11,14 @@ import click
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=str),
               help="Output GeoTIFF covering all tiles.")
 @click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF (GDAL's COG driver).")
+@click.option("--compress", type=click.Choice(["deflate", "zstd", "lzw", "none"]),
+              default="deflate", show_default=True,
+              help="Codec of the output (fast levels; deflate opens everywhere, zstd is faster "
+                   "and smaller but needs GDAL >= 2.3 or a recent reader).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
-def command(tiles: tuple[str, ...], out: str, cog: bool, overwrite: bool, quiet: bool) -> None:
+def command(tiles: tuple[str, ...], out: str, cog: bool, compress: str, overwrite: bool,
+            quiet: bool) -> None:
     """Join georeferenced TILES into one seamless GeoTIFF.
 
     The tiles must share CRS, pixel size, pixel grid, band count and dtype (else: an error
@@ -25,7 +30,8 @@ def command(tiles: tuple[str, ...], out: str, cog: bool, overwrite: bool, quiet:
     """
     from geospade.raster.writer import stitch
 
-    summary = stitch(list(tiles), out, cog=cog, overwrite=overwrite, quiet=quiet)
+    summary = stitch(list(tiles), out, cog=cog, compress=compress, overwrite=overwrite,
+                     quiet=quiet)
     if not quiet:
         click.echo(f"stitched {summary['tiles']} tile(s) into {summary['width']}x"
                    f"{summary['height']} px in {summary['seconds']:.1f} s -> {summary['output']}")

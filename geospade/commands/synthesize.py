@@ -38,6 +38,10 @@ import click
 @click.option("--window", default=None,
               help="Synthesize only COL_OFF,ROW_OFF,WIDTH,HEIGHT (pixels of LANDCOVER).")
 @click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF (GDAL's COG driver).")
+@click.option("--compress", type=click.Choice(["deflate", "zstd", "lzw", "none"]),
+              default="deflate", show_default=True,
+              help="Codec of the output (fast levels; deflate opens everywhere, zstd is faster "
+                   "and smaller but needs GDAL >= 2.3 or a recent reader).")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "none"]), default="auto",
               show_default=True,
               help="Inference precision: auto uses bf16 with channels-last weights where the "
@@ -60,7 +64,8 @@ import click
 def command(checkpoint: str, landcover: str, out: str | None, edits: str | None,
             edit_field: str | None, save_landcover: str | None, overlap: int | None,
             batch_size: int, device: str | None, seed: int, style: str | None, bbox: str | None,
-            window: str | None, cog: bool, amp: str, tiles_only: str | None, rank: int | None,
+            window: str | None, cog: bool, compress: str, amp: str, tiles_only: str | None,
+            rank: int | None,
             world_size: int | None, unknown: str, overwrite: bool, quiet: bool) -> None:
     """Turn LANDCOVER into imagery with the generator in CHECKPOINT.
 
@@ -93,7 +98,7 @@ def command(checkpoint: str, landcover: str, out: str | None, edits: str | None,
     summary = synthesize(
         checkpoint, landcover, out, edits=edits, edit_field=edit_field,
         save_landcover=save_landcover, overlap=overlap, batch_size=batch_size, device=device,
-        seed=seed, style=style, bbox=bbox, window=window, cog=cog, amp=amp,
+        seed=seed, style=style, bbox=bbox, window=window, cog=cog, compress=compress, amp=amp,
         tiles_only=tiles_only, rank=rank, world_size=world_size, unknown=unknown,
         overwrite=overwrite, quiet=quiet,
     )

@@ -156,6 +156,31 @@ def _predictor(dtype: str) -> int:
     return 3 if np.issubdtype(np.dtype(dtype), np.floating) else 2
 
 
+COMPRESSIONS = ("deflate", "zstd", "lzw", "none")
+"""Codecs of the GeoTIFFs the writer makes (``deflate`` by default: every GIS reads it)."""
+
+
+def compression_options(compress: str, dtype: str) -> dict[str, Any]:
+    """GTiff creation options for ``compress`` (see :data:`COMPRESSIONS`).
+
+    Generated imagery is noisy, so the fastest levels lose little: on CLADE output at 4096^2
+    (4 uint8 bands, benchmarks/bench_synthesize.py) DEFLATE level 1 writes and builds
+    overviews in 0.61 s for 41.3 MB, level 5 in 0.92 s for 39.7 MB and GDAL's default level 6
+    in 1.41 s for 39.5 MB; ZSTD level 1 takes 0.47 s for 38.2 MB but older readers lack it.
+    """
+    if compress not in COMPRESSIONS:
+        raise GeospadeError(f"unknown compression {compress!r}: use one of "
+                            f"{', '.join(COMPRESSIONS)}")
+    if compress == "none":
+        return {"compress": None}
+    options: dict[str, Any] = {"compress": compress, "predictor": _predictor(dtype)}
+    if compress == "deflate":
+        options["zlevel"] = 1
+    elif compress == "zstd":
+        options["zstd_level"] = 1
+    return options
+
+
 class StripWriter:
     """Writes a raster top to bottom, in row strips of any height, to a tiled compressed GeoTIFF.
 
@@ -179,6 +204,7 @@ class StripWriter:
         overviews: build internal overviews (always on for a COG).
         resampling: overview resampling ("average" for imagery, "nearest" for classes).
         block_size: internal tile size (multiple of 16).
+        compress: "deflate" (default), "zstd", "lzw" or "none" (:func:`compression_options`).
     """
 
     def __init__(self, path: str | Path, grid: Grid, count: int, dtype: str,
@@ -186,9 +212,13 @@ class StripWriter:
                  colorinterp: Sequence[ColorInterp] | None = None,
                  colormap: dict[int, tuple[int, ...]] | None = None, cog: bool = False,
                  overwrite: bool = False, overviews: bool = True, resampling: str = "average",
-                 block_size: int = DEFAULT_BLOCK_SIZE) -> None:
+                 block_size: int = DEFAULT_BLOCK_SIZE, compress: str = "deflate") -> None:
         if block_size % 16:
             raise GeospadeError(f"block size {block_size} is not a multiple of 16")
+        if cog and compress == "none":
+            # GDAL's COG driver (3.10) writes an uncompressed copy without the COG layout.
+            raise GeospadeError("a COG is written compressed: use --compress deflate, zstd or "
+                                "lzw with --cog")
         self.path = prepare_output(path, overwrite)
         self.grid = grid
         self.count = count
@@ -197,6 +227,7 @@ class StripWriter:
         self.overviews = overviews
         self.resampling = Resampling[resampling]
         self.block_size = block_size
+        self.compress = compress
         self.rows_written = 0
         self._tmp = _temp_name(self.path, "strips.tif" if cog else "partial")
         self._stage = np.empty((count, min(block_size, grid.height), grid.width), dtype=self.dtype)
@@ -205,10 +236,7 @@ class StripWriter:
             "driver": "GTiff", "width": grid.width, "height": grid.height, "count": count,
             "dtype": self.dtype.name, "crs": grid.crs, "transform": grid.transform,
             "nodata": nodata, "tiled": True, "blockxsize": block_size, "blockysize": block_size,
-            # Deflate level 5 instead of GDAL's 6: on 4 uint8 bands at 4096^2
-            # (benchmarks/bench_synthesize.py) it halves compression time (0.22 -> 0.11 s)
-            # for a file about 30 % larger.
-            "compress": "deflate", "zlevel": 5, "predictor": _predictor(self.dtype.name),
+            **compression_options(compress, self.dtype.name),
             # Band interleaving: GDAL builds the overviews of a pixel-interleaved file band by
             # band, decompressing every block and recompressing every overview block once per
             # band; band-interleaved, overviews cost half (0.56 -> 0.26 s at 4096^2, 4 bands)
@@ -275,9 +303,15 @@ class StripWriter:
         if self.cog:
             final_tmp = _temp_name(self.path, "partial")
             try:
+                codec = ({"COMPRESS": "NONE"} if self.compress == "none" else
+                         {"COMPRESS": self.compress.upper(), "PREDICTOR": "YES"})
+                if self.compress in ("deflate", "zstd"):
+                    codec["LEVEL"] = "1"
                 rasterio.shutil.copy(
-                    self._tmp, final_tmp, driver="COG", COMPRESS="DEFLATE",
-                    PREDICTOR="YES", BLOCKSIZE=str(self.block_size), BIGTIFF="IF_SAFER",
+                    self._tmp, final_tmp, driver="COG", **codec,
+                    BLOCKSIZE=str(self.block_size), BIGTIFF="IF_SAFER",
+                    # One HTTP range request fetches every band of a tile.
+                    INTERLEAVE="PIXEL",
                     OVERVIEW_RESAMPLING=self.resampling.name.upper(),
                     OVERVIEWS="AUTO" if self.overviews else "NONE",
                 )
@@ -375,13 +409,16 @@ class BlendingWriter:
         self._weight = np.zeros((0, grid.width), dtype=np.float32)
 
     def add(self, data: np.ndarray, row_off: int, col_off: int,
-            weight: np.ndarray | None = None) -> None:
+            weight: np.ndarray | None = None, final: bool = False) -> None:
         """Add a piece ``(count, h, w)`` whose top-left pixel is (``row_off``, ``col_off``).
 
         Args:
             data: values in any float units that ``to_output`` understands.
             row_off, col_off: position in the output grid; the piece must lie inside it.
             weight: ``(h, w)`` non-negative weights (default 1 everywhere).
+            final: no later piece touches these rows. A final, unweighted piece as wide as the
+                raster, over rows no earlier piece touched, is written straight through
+                (no sums to keep): what windows without overlap give.
         """
         _, h, w = data.shape
         if row_off < self._last_row:
@@ -389,8 +426,14 @@ class BlendingWriter:
         if (row_off < 0 or col_off < 0 or row_off + h > self.grid.height
                 or col_off + w > self.grid.width):
             raise ValueError(f"piece at ({row_off}, {col_off}) of size {h}x{w} is off the grid")
+        if row_off < self._base:
+            raise ValueError(f"rows from {row_off} were written already (final piece above)")
         self._last_row = row_off
         self._finish_rows(row_off)
+        if final and weight is None and w == self.grid.width and not self._weight.shape[0]:
+            self._out.write(self._convert(data, None))
+            self._base = row_off + h
+            return
         need = row_off + h - self._base
         if need > self._weight.shape[0]:
             grow = need - self._weight.shape[0]
@@ -423,15 +466,23 @@ class BlendingWriter:
             self._out.write(out)
             self._base += n
 
-    def _convert(self, total: np.ndarray, weight: np.ndarray) -> np.ndarray:
-        covered = weight > 0
-        mean = total / np.where(covered, weight, 1.0)
+    def _convert(self, total: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+        """Output values of summed rows (``weight`` None: one unweighted piece everywhere)."""
+        covered = True if weight is None else weight > 0
+        everywhere = weight is None or bool(covered.all())
+        if weight is None or (everywhere and weight.min() == 1.0 == weight.max()):
+            mean = total  # one unweighted piece per pixel (overlap 0): nothing to divide
+        else:
+            mean = total / np.where(covered, weight, 1.0)
         out = self.to_output(mean)
         if not (isinstance(self.nodata, float) and math.isnan(self.nodata)):
-            clash = (out == self.nodata) & covered
+            clash = out == self.nodata
+            if not everywhere:
+                clash &= covered
             if clash.any():
                 out[clash] = _nudge_value(self.dtype, self.nodata)
-        out[:, ~covered] = self.nodata
+        if not everywhere:
+            out[:, ~covered] = self.nodata
         return out
 
     def close(self) -> Path:
@@ -534,7 +585,7 @@ def tile_weights(tiles: Sequence[_Tile]) -> list[tuple[int, int, int, int]]:
 
 def stitch(tiles: Sequence[str | Path], out: str | Path, cog: bool = False,
            overwrite: bool = False, quiet: bool = False,
-           block_size: int = DEFAULT_BLOCK_SIZE) -> dict[str, Any]:
+           block_size: int = DEFAULT_BLOCK_SIZE, compress: str = "deflate") -> dict[str, Any]:
     """Join georeferenced tiles into one GeoTIFF/COG, cross-fading where they overlap.
 
     Tiles must share CRS, pixel size, pixel grid, band count and dtype. Where tiles overlap,
@@ -549,20 +600,21 @@ def stitch(tiles: Sequence[str | Path], out: str | Path, cog: bool = False,
         overwrite: replace an existing ``out``.
         quiet: no progress bar.
         block_size: internal tile size of the output.
+        compress: "deflate", "zstd", "lzw" or "none".
 
     Returns:
         Summary: ``output``, ``width``, ``height``, ``tiles``, ``seconds``.
     """
     import time
 
-
+    compression_options(compress, "uint8")  # an unknown codec fails before any work
     start = time.perf_counter()
     with bounded_gdal_cache():
-        return _stitch(tiles, out, cog, overwrite, quiet, block_size, start)
+        return _stitch(tiles, out, cog, overwrite, quiet, block_size, compress, start)
 
 
 def _stitch(tiles: Sequence[str | Path], out: str | Path, cog: bool, overwrite: bool,
-            quiet: bool, block_size: int, start: float) -> dict[str, Any]:
+            quiet: bool, block_size: int, compress: str, start: float) -> dict[str, Any]:
     import time
 
     from tqdm import tqdm
@@ -576,7 +628,7 @@ def _stitch(tiles: Sequence[str | Path], out: str | Path, cog: bool, overwrite: 
                             descriptions=[d or "" for d in meta["descriptions"]]
                             if any(meta["descriptions"]) else None,
                             colorinterp=list(meta["colorinterp"]), cog=cog, overwrite=overwrite,
-                            block_size=block_size)
+                            block_size=block_size, compress=compress)
     with writer, tqdm(total=len(order), unit="tile", disable=quiet or _not_a_tty(),
                       desc="stitch") as bar:
         for i in order:

@@ -42,6 +42,7 @@ from geospade.raster.writer import (
     Grid,
     StripWriter,
     bounded_gdal_cache,
+    compression_options,
     edge_overlaps,
     prepare_output,
     ramp,
@@ -91,7 +92,9 @@ class SynthesisModel:
             ctx = torch.autocast(device_type=self.device.type, enabled=False)
         with torch.inference_mode(), ctx:
             out = self.generator(labels, z)
-        return out.float().cpu().numpy()
+        # Row-major (N, C, H, W) float32 whatever the model's layout: the blending and
+        # conversion after it are 4x slower on a channels-last array's band strides.
+        return out.to(dtype=torch.float32, memory_format=torch.contiguous_format).cpu().numpy()
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:
@@ -482,7 +485,7 @@ class _Item:
     col: int
     col_index: int
     chip: np.ndarray | None  # None: no valid pixel, nothing to run
-    valid: np.ndarray
+    valid: np.ndarray | None  # (h, w) where the window has data; None: everywhere
 
 
 def synthesize(
@@ -509,6 +512,7 @@ def synthesize(
     overwrite: bool = False,
     quiet: bool = False,
     block_size: int = 256,
+    compress: str = "deflate",
 ) -> dict[str, Any]:
     """Turn a land-cover raster into georeferenced imagery on the same grid.
 
@@ -536,6 +540,7 @@ def synthesize(
         overwrite: replace an existing output (and tiles).
         quiet: no progress bar.
         block_size: internal tile size of the output GeoTIFF.
+        compress: its codec, "deflate" (default), "zstd", "lzw" or "none".
 
     Returns:
         Summary: ``output`` (or ``tiles``), ``width``, ``height``, ``bands``, ``windows``,
@@ -554,6 +559,10 @@ def synthesize(
                             "tiles; stitch joins them)")
     if batch_size < 1:
         raise GeospadeError("--batch-size must be at least 1")
+    compression_options(compress, "uint8")  # an unknown codec fails before any work
+    if cog and compress == "none":
+        raise GeospadeError("a COG is written compressed: use --compress deflate, zstd or lzw "
+                            "with --cog")
     if bbox is not None and window is not None:
         raise GeospadeError("give --bbox or --window, not both")
     if tiles_only is None:
@@ -609,13 +618,13 @@ def synthesize(
         grid = Grid(src.crs, window_transform(area, src.transform), width, height)
         return _run(model, src, area, grid, out, edit_layer, save_landcover, overlap,
                     batch_size, cog, tiles_only, rank, world_size, unknown, overwrite, quiet,
-                    block_size, start)
+                    block_size, compress, start)
 
 
 def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, save_landcover,
          overlap: int, batch_size: int, cog: bool, tiles_only, rank: int, world_size: int,
-         unknown: str, overwrite: bool, quiet: bool, block_size: int, start: float
-         ) -> dict[str, Any]:
+         unknown: str, overwrite: bool, quiet: bool, block_size: int, compress: str,
+         start: float) -> dict[str, Any]:
     size = model.chip_size
     width, height = grid.width, grid.height
     rows, lead_y, trail_y = window_offsets(height, size, overlap)
@@ -634,7 +643,7 @@ def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, 
     names = [b.name for b in bands]
     common = {"count": len(bands), "dtype": np.dtype(bands[0].dtype).name, "nodata": nodata,
               "to_output": lambda v: denormalize(v, bands), "descriptions": names,
-              "block_size": block_size}
+              "block_size": block_size, "compress": compress}
 
     def tile_path(j: int) -> Path:
         return Path(tiles_only) / f"{Path(src.name).stem}_r{area.row_off + rows[j]:07d}.tif"
@@ -662,7 +671,8 @@ def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, 
             cmap[int(lc_nodata)] = (0, 0, 0, 0)
         lc_writer = StripWriter(save_landcover, grid, 1, lc_dtype, nodata=lc_nodata,
                                 descriptions=["land cover (edited)"], colormap=cmap, cog=cog,
-                                overwrite=overwrite, resampling="nearest", block_size=block_size)
+                                overwrite=overwrite, resampling="nearest", block_size=block_size,
+                                compress=compress)
 
     def items() -> Iterator[_Item]:
         for j in strips:
@@ -679,10 +689,18 @@ def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, 
             if h_eff < size or w_eff < size:
                 padded = np.pad(labels, ((0, size - h_eff), (0, max(0, size - width))),
                                 mode="symmetric")
+            # Validity per strip, then per window from column summaries: most windows are
+            # entirely valid and need no mask of their own.
+            valid = labels != IGNORE_INDEX
+            all_valid, any_valid = valid.all(axis=0), valid.any(axis=0)
             for k, c in enumerate(cols):
                 chip = padded[:, c:c + size]
-                valid = chip[:h_eff, :w_eff] != IGNORE_INDEX
-                yield _Item(j, r, c, k, chip if valid.any() else None, valid)
+                if all_valid[c:c + w_eff].all():
+                    yield _Item(j, r, c, k, chip, None)
+                elif any_valid[c:c + w_eff].any():
+                    yield _Item(j, r, c, k, chip, valid[:, c:c + w_eff])
+                else:
+                    yield _Item(j, r, c, k, None, None)
 
     n_windows = len(strips) * len(cols)
     open_strips: dict[int, BlendingWriter] = {}
@@ -690,8 +708,9 @@ def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, 
     gen_seconds = 0.0
     windows_run = 0
 
-    # Unweighted windows side by side in one strip (overlap 0) are added as one piece: one
-    # BlendingWriter.add per run instead of per window, with the same sums.
+    # Unweighted windows side by side in one strip (overlap 0) are added as one piece, across
+    # generator batches: one BlendingWriter.add per run instead of per window, with the same
+    # sums (and a whole strip goes straight to the file).
     run: list[tuple[_Item, np.ndarray]] = []
 
     def flush_run() -> None:
@@ -699,15 +718,17 @@ def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, 
             return
         first = run[0][0]
         image = run[0][1] if len(run) == 1 else np.concatenate([im for _, im in run], axis=2)
+        # A strip that shares no rows with the next is final once added: a run as wide as the
+        # raster then goes straight to the file.
         if tiles_only is None:
-            writer.add(image, first.row, first.col)
+            writer.add(image, first.row, first.col, final=not trail_y[first.strip])
         else:
-            open_strips[first.strip].add(image, 0, first.col)
+            open_strips[first.strip].add(image, 0, first.col, final=True)
         run.clear()
 
     def dispatch(item: _Item, image: np.ndarray | None) -> None:
         flat = (image is not None and flat_x[item.col_index]
-                and (tiles_only is not None or flat_y[item.strip]) and bool(item.valid.all()))
+                and (tiles_only is not None or flat_y[item.strip]) and item.valid is None)
         if run and not (flat and item.strip == run[-1][0].strip
                         and item.col == run[-1][0].col + w_eff):
             flush_run()
@@ -723,10 +744,14 @@ def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, 
         if flat:
             run.append((item, image))
         elif tiles_only is not None:
-            weight = np.broadcast_to(wx, (h_eff, w_eff)) * item.valid
+            weight = np.broadcast_to(wx, (h_eff, w_eff))
+            if item.valid is not None:
+                weight = weight * item.valid
             open_strips[item.strip].add(image, 0, item.col, weight.astype(np.float32))
         else:
-            weight = np.outer(ramp_y[item.strip], wx) * item.valid
+            weight = np.outer(ramp_y[item.strip], wx)
+            if item.valid is not None:
+                weight *= item.valid
             writer.add(image, item.row, item.col, weight.astype(np.float32))
 
     bar = tqdm(total=n_windows, unit="win", desc="synthesize",
@@ -747,7 +772,6 @@ def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, 
                 images = [next(it_result) if it.chip is not None else None for it in batch]
             for it, image in zip(batch, images, strict=True):
                 dispatch(it, image)
-            flush_run()
             bar.update(len(batch))
             batch.clear()
 
@@ -757,6 +781,7 @@ def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, 
                 run_batch()
         if batch:
             run_batch()
+        flush_run()
         for j in sorted(open_strips):
             tiles.append(str(open_strips.pop(j).close()))
         output = None
