@@ -105,6 +105,25 @@ def test_resume_cannot_change_the_model(trained, stores, capsys):
     assert code == 1 and "cannot change ngf" in one_line_error(err)
 
 
+def test_resume_reads_the_config_file_too(trained, stores, tmp_path, capsys):
+    # A --config file counts on --resume like the options: model keys must agree with the
+    # checkpoint (the run's own config.toml always does), resumable ones may change.
+    longer = tmp_path / "longer.toml"
+    longer.write_text("\n".join(
+        "steps = 4" if line.startswith("steps =") else line
+        for line in (trained / "config.toml").read_text().splitlines()))
+    code, _, err = run(["train", str(stores["good"]), "-o", str(trained), "--resume",
+                        "--config", str(longer), "--quiet"], capsys)
+    assert code == 0, err
+    assert torch.load(trained / "checkpoint.pt", weights_only=True)["step"] == 4
+    wider = tmp_path / "wider.toml"
+    wider.write_text("[train]\nngf = 32\nsteps = 9\n")
+    code, _, err = run(["train", str(stores["good"]), "-o", str(trained), "--resume",
+                        "--config", str(wider)], capsys)
+    assert code == 1 and "cannot change ngf" in one_line_error(err)
+    assert torch.load(trained / "checkpoint.pt", weights_only=True)["step"] == 4
+
+
 @pytest.mark.parametrize("content, message", [
     (b"\x00garbage, not a zip", "not a readable checkpoint"),
     ("foreign", "not a geospade checkpoint"),

@@ -208,6 +208,26 @@ def resolve_config(
     return base.replace(**overrides)
 
 
+def given_options(config: TrainConfig | Mapping[str, Any] | str | Path | None = None,
+                  **overrides: Any) -> dict[str, Any]:
+    """The options ``config`` and non-``None`` ``overrides`` set explicitly, parsed.
+
+    A :class:`TrainConfig` sets all of its fields; a dict or TOML file only its keys. ``--resume``
+    compares these with the checkpoint's config.
+    """
+    if config is None:
+        given: dict[str, Any] = {}
+    elif isinstance(config, TrainConfig):
+        given = config.to_dict()
+    else:
+        data = dict(config) if isinstance(config, Mapping) else load_config_file(config)
+        parsed = TrainConfig.from_dict(data, source=str(config) if not isinstance(
+            config, Mapping) else "config").to_dict()
+        given = {k: parsed[k] for k in data}
+    given.update({k: v for k, v in overrides.items() if v is not None})
+    return given
+
+
 def to_toml(config: TrainConfig) -> str:
     """The config as TOML that :func:`load_config_file` reads back (unset options omitted)."""
     lines = ["# geospade train: resolved configuration", "[train]"]

@@ -39,7 +39,7 @@ from geospade.models.generator import Generator
 from geospade.models.losses import load_vgg_loss
 from geospade.models.precision import autocast_context, to_channels_last
 from geospade.training.checkpoint import load_checkpoint, save_checkpoint
-from geospade.training.config import TrainConfig, resolve_config, to_toml
+from geospade.training.config import TrainConfig, given_options, resolve_config, to_toml
 from geospade.training.preview import preview_grid, save_png
 from geospade.training.step import GeneratorStep, TrainStep, adam
 from geospade.training.validation import mean_colour_error, spectral_distance
@@ -384,7 +384,8 @@ def train(
         ckpt = None
         if resume:
             ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME)
-            cfg = _merge_resume_config(ckpt.get("config") or {}, cfg, overrides)
+            cfg = _merge_resume_config(ckpt.get("config") or {}, cfg,
+                                       given_options(config, **overrides))
             _check_resume(ckpt, cfg, dataset, run_dir / CHECKPOINT_NAME)
             dataset = ChipDataset(chips, "train", augment=cfg.augment, seed=cfg.seed)
         threads_before = torch.get_num_threads()
