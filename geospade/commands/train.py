@@ -55,8 +55,8 @@ def _flag(name: str, help_: str):
 @_opt("--device", str, "auto (cuda when available, else cpu), cpu, cuda, cuda:N. [auto]")
 @_opt("--amp", click.Choice(AMP_MODES), "Mixed precision: bf16 (CUDA, or CPUs with native bf16) "
       "or fp16 (CUDA, with gradient scaling). [none]")
-@_flag("--channels-last/--no-channels-last", "Channels-last memory format (fastest with bf16). "
-       "[off]")
+@_flag("--channels-last/--no-channels-last", "Channels-last feature maps (fastest with bf16); "
+       "the parameters stay contiguous for fused Adam. [off]")
 @_opt("--seed", int, "Seed of weights, data order, augmentation and noise. [0]")
 @_opt("--workers", click.IntRange(min=0), "DataLoader worker processes. [0]")
 @_opt("--threads", click.IntRange(min=0), "Torch CPU threads while training; 0 keeps torch's "

@@ -718,12 +718,13 @@ def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, 
             return
         first = run[0][0]
         image = run[0][1] if len(run) == 1 else np.concatenate([im for _, im in run], axis=2)
-        # A strip that shares no rows with the next is final once added: a run as wide as the
-        # raster then goes straight to the file.
+        # A run as wide as the raster, in a strip that shares no rows with the next, is final:
+        # it goes straight to the file.
+        whole = image.shape[2] == width
         if tiles_only is None:
-            writer.add(image, first.row, first.col, final=not trail_y[first.strip])
+            writer.add(image, first.row, first.col, final=whole and not trail_y[first.strip])
         else:
-            open_strips[first.strip].add(image, 0, first.col, final=True)
+            open_strips[first.strip].add(image, 0, first.col, final=whole)
         run.clear()
 
     def dispatch(item: _Item, image: np.ndarray | None) -> None:

@@ -52,7 +52,8 @@ class TrainConfig:
         spade_hidden: channels of each SPADE layer's shared conv (unused by CLADE).
         device: ``auto`` (cuda when available, else cpu), ``cpu``, ``cuda``, ``cuda:1`` …
         amp: ``none``, ``bf16`` (CPU or CUDA) or ``fp16`` (CUDA, with gradient scaling).
-        channels_last: use the channels-last memory format (faster convolutions with bf16).
+        channels_last: channels-last feature maps (faster convolutions with bf16); parameters
+            stay contiguous (see ``geospade.models.to_channels_last``).
         seed: seed of weights, data order, augmentation and noise.
         workers: DataLoader worker processes.
         threads: torch CPU threads during training (0: torch's default). On a small, shared
