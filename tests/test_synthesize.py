@@ -283,6 +283,35 @@ def test_codec_choice_changes_the_encoding_not_the_pixels(tmp_path, ckpt, cog):
     assert not (tmp_path / "j.tif").exists()
 
 
+@pytest.mark.parametrize("cog", [False, True])
+def test_uncompressed_intermediate_or_not_same_result(tmp_path, ckpt, cog, monkeypatch):
+    # With room on disk the rows go to an uncompressed intermediate that one copy compresses;
+    # without, they are compressed as they come. Same pixels, overviews and metadata.
+    import geospade.raster.writer as writer
+
+    paths = make_landscape(tmp_path / "lc.tif", tmp_path / "im.tif", 600, 530, feature_scale=0.3)
+    synthesize(ckpt, paths.landcover, tmp_path / "raw.tif", cog=cog, overlap=8, quiet=True)
+    monkeypatch.setattr(writer, "_disk_has_room", lambda path, nbytes: False)
+    synthesize(ckpt, paths.landcover, tmp_path / "direct.tif", cog=cog, overlap=8, quiet=True)
+    with rasterio.open(tmp_path / "raw.tif") as a, rasterio.open(tmp_path / "direct.tif") as b:
+        for key in ("crs", "transform", "width", "height", "count", "dtype", "nodata",
+                    "blockxsize", "blockysize", "compress", "tiled", "interleave"):
+            assert a.profile.get(key) == b.profile.get(key), key
+        assert a.descriptions == b.descriptions and a.colorinterp == b.colorinterp
+        assert a.overviews(1) == b.overviews(1) == [2, 4]
+        assert np.array_equal(a.read(), b.read())
+        for f in (2, 4):
+            shape = (a.count, -(-a.height // f), -(-a.width // f))
+            diff = np.abs(a.read(out_shape=shape).astype(int) - b.read(out_shape=shape))
+            # GDAL averages level 4 from level 2; the COG driver, given no overviews, from the
+            # full resolution: rounding may differ by one.
+            assert diff.max() == 0 if (f == 2 or not cog) else diff.max() <= 1
+        if not cog:
+            assert a.tags(ns="rio_overview") == b.tags(ns="rio_overview") == {
+                "resampling": "average"}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 def test_geotiff_has_internal_overviews(tmp_path, ckpt):
     paths = make_landscape(tmp_path / "lc.tif", tmp_path / "im.tif", 300, 100, feature_scale=0.3)
     synthesize(ckpt, paths.landcover, tmp_path / "out.tif", overlap=0, quiet=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,6 +144,14 @@ def _temp_name(path: Path, tag: str) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(4)}.{tag}")
 
 
+def _disk_has_room(path: Path, nbytes: int) -> bool:
+    """Whether the file system of ``path``'s folder has ``nbytes`` free."""
+    try:
+        return shutil.disk_usage(path.parent if str(path.parent) else ".").free >= nbytes
+    except OSError:
+        return False
+
+
 def overview_factors(width: int, height: int, block_size: int = DEFAULT_BLOCK_SIZE) -> list[int]:
     """Overview decimation factors 2, 4, 8 … until the overview fits in one block."""
     factors, f = [], 2
@@ -229,14 +238,23 @@ class StripWriter:
         self.block_size = block_size
         self.compress = compress
         self.rows_written = 0
-        self._tmp = _temp_name(self.path, "strips.tif" if cog else "partial")
         self._stage = np.empty((count, min(block_size, grid.height), grid.width), dtype=self.dtype)
         self._staged = 0
+        self._factors = overview_factors(grid.width, grid.height, block_size) if overviews else []
+        # With overviews or a COG to make, rows go to an uncompressed intermediate when the disk
+        # has room for it: GDAL then averages the overviews without decoding the full
+        # resolution again, and one copy compresses everything (at 4096^2, 4 uint8 bands of
+        # generated imagery: 0.55 s instead of 0.66 s for a GeoTIFF, about half for a COG).
+        raw_bytes = grid.width * grid.height * count * self.dtype.itemsize
+        self._raw = bool(cog or self._factors) and _disk_has_room(self.path, 2 * raw_bytes)
+        self._tmp = _temp_name(self.path, "raw.tif" if self._raw else
+                               "strips.tif" if cog else "partial")
+        self._final_tmp: Path | None = None  # the compressed copy of a raw intermediate
         profile: dict[str, Any] = {
             "driver": "GTiff", "width": grid.width, "height": grid.height, "count": count,
             "dtype": self.dtype.name, "crs": grid.crs, "transform": grid.transform,
             "nodata": nodata, "tiled": True, "blockxsize": block_size, "blockysize": block_size,
-            **compression_options(compress, self.dtype.name),
+            **compression_options("none" if self._raw else compress, self.dtype.name),
             # Band interleaving: GDAL builds the overviews of a pixel-interleaved file band by
             # band, decompressing every block and recompressing every overview block once per
             # band; band-interleaved, overviews cost half (0.56 -> 0.26 s at 4096^2, 4 bands)
@@ -295,38 +313,53 @@ class StripWriter:
         self._flush()
         if self.rows_written != self.grid.height:
             raise ValueError(f"only {self.rows_written} of {self.grid.height} rows written")
-        factors = overview_factors(self.grid.width, self.grid.height, self.block_size)
-        if self.overviews and not self.cog and factors:
-            self._dst.build_overviews(factors, self.resampling)
+        if self._factors and (self._raw or not self.cog):
+            # (The COG driver takes a raw intermediate's overviews over: averaging them
+            # here, band-interleaved, is faster than its own pass over its pixel-interleaved
+            # copy.)
+            self._dst.build_overviews(self._factors, self.resampling)
             self._dst.update_tags(ns="rio_overview", resampling=self.resampling.name)
         self._dst.close()
-        if self.cog:
-            final_tmp = _temp_name(self.path, "partial")
-            try:
-                codec = ({"COMPRESS": "NONE"} if self.compress == "none" else
-                         {"COMPRESS": self.compress.upper(), "PREDICTOR": "YES"})
+        if not (self.cog or self._raw):
+            os.replace(self._tmp, self.path)
+            return
+        self._final_tmp = _temp_name(self.path, "partial")
+        try:
+            if self.cog:
+                codec = {"COMPRESS": self.compress.upper(), "PREDICTOR": "YES"}
                 if self.compress in ("deflate", "zstd"):
                     codec["LEVEL"] = "1"
                 rasterio.shutil.copy(
-                    self._tmp, final_tmp, driver="COG", **codec,
+                    self._tmp, self._final_tmp, driver="COG", **codec,
                     BLOCKSIZE=str(self.block_size), BIGTIFF="IF_SAFER",
                     # One HTTP range request fetches every band of a tile.
                     INTERLEAVE="PIXEL",
                     OVERVIEW_RESAMPLING=self.resampling.name.upper(),
                     OVERVIEWS="AUTO" if self.overviews else "NONE",
                 )
-                os.replace(final_tmp, self.path)
-            finally:
-                final_tmp.unlink(missing_ok=True)
-                self._tmp.unlink(missing_ok=True)
-        else:
-            os.replace(self._tmp, self.path)
+            else:
+                options = {k.upper(): v for k, v in
+                           compression_options(self.compress, self.dtype.name).items()
+                           if v is not None}
+                rasterio.shutil.copy(
+                    self._tmp, self._final_tmp, driver="GTiff", COPY_SRC_OVERVIEWS="YES",
+                    TILED="YES", BLOCKXSIZE=str(self.block_size),
+                    BLOCKYSIZE=str(self.block_size), INTERLEAVE="BAND", BIGTIFF="IF_SAFER",
+                    NUM_THREADS="ALL_CPUS", **options)
+                with rasterio.open(self._final_tmp, "r+") as dst:
+                    dst.update_tags(ns="rio_overview", resampling=self.resampling.name)
+            os.replace(self._final_tmp, self.path)
+        finally:
+            self._final_tmp.unlink(missing_ok=True)
+            self._tmp.unlink(missing_ok=True)
 
     def abort(self) -> None:
-        """Close and delete the temporary file (the final path is never touched)."""
+        """Close and delete the temporary files (the final path is never touched)."""
         if not self._dst.closed:
             self._dst.close()
         self._tmp.unlink(missing_ok=True)
+        if self._final_tmp is not None:
+            self._final_tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> StripWriter:
         return self
