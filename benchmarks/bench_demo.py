@@ -1,6 +1,6 @@
 """Time `geospade demo` stage by stage and check its headline numbers.
 
-    flock /tmp/geospade-bench.lock .venv/bin/python benchmarks/bench_demo.py [--steps 600]
+    flock /tmp/geospade-bench.lock .venv/bin/python benchmarks/bench_demo.py [--steps 1500]
 
 Target (issue 6): the whole demo under 10 minutes on a 2-core CPU machine (aim: ~5), and the
 trained model clearly better than the class-mean baseline on texture (ratio nearer 1.0).
@@ -22,7 +22,7 @@ from geospade.evaluation.report import METHOD_LABELS, headline
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--out", help="work folder (default: a temporary one)")
     args = parser.parse_args()
     out = args.out or tempfile.mkdtemp(prefix="geospade-bench-demo-")

@@ -25,9 +25,9 @@ DEMO_CONFIG: dict[str, Any] = {
     },
     "tile": {"scheme": "chesapeake7", "size": 64, "val_fraction": 0.2, "block": 2, "seed": 0},
     "train": {
-        "steps": 600, "batch_size": 8, "ngf": 8, "ndf": 16, "num_d": 1, "n_layers_d": 3,
+        "steps": 1500, "batch_size": 8, "ngf": 8, "ndf": 16, "num_d": 1, "n_layers_d": 3,
         "norm": "clade", "lr_g": 0.0005, "lr_d": 0.001, "ema_decay": 0.99, "lambda_vgg": 0.0,
-        "vgg_weights": "off", "checkpoint_every": 200, "preview_every": 200, "val_every": 0,
+        "vgg_weights": "off", "checkpoint_every": 500, "preview_every": 500, "val_every": 0,
         "seed": 0,
     },
     "synthesize": {"cog": True},

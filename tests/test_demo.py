@@ -4,6 +4,7 @@ import json
 
 import pytest
 import rasterio
+from cli_runner import run_cli
 
 from geospade.cli import main
 from geospade.demo import DEMO_CONFIG, demo_config, describe_result, run_demo
@@ -57,7 +58,7 @@ def test_demo_end_to_end_small_then_rerun_skips(tmp_path):
 def test_demo_config_overrides_do_not_touch_the_packaged_config(tmp_path):
     cfg = demo_config(tmp_path, {"train": {"steps": 3}})
     assert cfg["train"]["steps"] == 3 and cfg["out"] == str(tmp_path)
-    assert DEMO_CONFIG["train"]["steps"] == 600 and DEMO_CONFIG["out"] == "geospade-demo"
+    assert DEMO_CONFIG["train"]["steps"] == 1500 and DEMO_CONFIG["out"] == "geospade-demo"
     assert cfg["train"]["ngf"] == DEMO_CONFIG["train"]["ngf"]
 
 
@@ -70,3 +71,11 @@ def test_demo_refuses_an_output_path_that_is_a_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("geospade: error: ") and err.count("\n") == 1
     assert target.read_text() == "x"
+
+
+def test_demo_help_states_the_packaged_step_count(capsys):
+    # `geospade demo` trains DEMO_CONFIG's steps unless --steps is given; its help says how many.
+    code, out, _ = run_cli(["demo", "--help"], capsys)
+    assert code == 0
+    help_text = " ".join(out.split())
+    assert f"[default: {DEMO_CONFIG['train']['steps']}, as in pipelines/demo.toml]" in help_text

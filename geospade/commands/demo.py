@@ -11,12 +11,13 @@ import click
 @click.option("--size", type=click.IntRange(min=256), default=512, show_default=True,
               help="Width and height of the synthetic landscape in pixels (smaller is quicker; "
                    "at least 256 so train and val both get chips).")
-@click.option("--steps", type=click.IntRange(min=1), default=600, show_default=True,
-              help="Training steps (fewer is quicker and worse).")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Training steps (fewer is quicker and worse). [default: 1500, as in "
+                   "pipelines/demo.toml]")
 @click.option("--force", is_flag=True,
               help="Rerun every stage even if the folder already holds a finished demo.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or stage messages.")
-def command(out: str, size: int, steps: int, force: bool, quiet: bool) -> None:
+def command(out: str, size: int, steps: int | None, force: bool, quiet: bool) -> None:
     """Run the whole product on a synthetic landscape (about 5 minutes on two CPU cores).
 
     Makes a 512 x 512 land cover + 4-band imagery pair, tiles it into 64-px chips, trains a small
@@ -29,6 +30,8 @@ def command(out: str, size: int, steps: int, force: bool, quiet: bool) -> None:
     """
     from geospade.demo import describe_result, run_demo
 
-    overrides = {"landscape": {"width": size, "height": size}, "train": {"steps": steps}}
+    overrides: dict = {"landscape": {"width": size, "height": size}}
+    if steps is not None:
+        overrides["train"] = {"steps": steps}
     result = run_demo(out, overrides=overrides, force="all" if force else None, quiet=quiet)
     click.echo(describe_result(result))
