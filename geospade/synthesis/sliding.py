@@ -689,16 +689,20 @@ def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, 
             if h_eff < size or w_eff < size:
                 padded = np.pad(labels, ((0, size - h_eff), (0, max(0, size - width))),
                                 mode="symmetric")
-            # Validity per strip, then per window from column summaries: most windows are
-            # entirely valid and need no mask of their own.
+            # Validity per strip; per window from running counts of the columns that have
+            # nodata / have data. Most windows are entirely valid and need no mask of their own.
             valid = labels != IGNORE_INDEX
-            all_valid, any_valid = valid.all(axis=0), valid.any(axis=0)
+            if valid.all():
+                for k, c in enumerate(cols):
+                    yield _Item(j, r, c, k, padded[:, c:c + size], None)
+                continue
+            holes = np.concatenate([[0], np.cumsum(~valid.all(axis=0))])
+            data = np.concatenate([[0], np.cumsum(valid.any(axis=0))])
             for k, c in enumerate(cols):
-                chip = padded[:, c:c + size]
-                if all_valid[c:c + w_eff].all():
-                    yield _Item(j, r, c, k, chip, None)
-                elif any_valid[c:c + w_eff].any():
-                    yield _Item(j, r, c, k, chip, valid[:, c:c + w_eff])
+                if holes[c + w_eff] == holes[c]:
+                    yield _Item(j, r, c, k, padded[:, c:c + size], None)
+                elif data[c + w_eff] > data[c]:
+                    yield _Item(j, r, c, k, padded[:, c:c + size], valid[:, c:c + w_eff])
                 else:
                     yield _Item(j, r, c, k, None, None)
 
@@ -776,10 +780,13 @@ def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, 
             bar.update(len(batch))
             batch.clear()
 
+        to_run = 0  # windows in the batch with data
         for item in items():
             batch.append(item)
-            if sum(it.chip is not None for it in batch) >= batch_size:
+            to_run += item.chip is not None
+            if to_run >= batch_size:
                 run_batch()
+                to_run = 0
         if batch:
             run_batch()
         flush_run()
