@@ -195,3 +195,26 @@ def test_stitch_bad_inputs(tmp_path, capsys):
     code, _, err = run_cli(["stitch", str(a), "-o", str(tmp_path / "m.tif")], capsys)
     assert code == 1 and "--overwrite" in err
     assert (tmp_path / "m.tif").read_text() == "old"
+
+
+def test_tile_weights_match_the_dense_all_pairs_definition():
+    # Neighbours come from a spatial index; the ramp lengths must equal edge_overlaps over all
+    # pairs (restricted to tiles that overlap on the other axis) for a messy layout.
+    from geospade.raster.writer import _Tile, tile_weights
+
+    rng = np.random.default_rng(3)
+    tiles = [_Tile(Path(f"{i}.tif"), int(rng.integers(0, 400)), int(rng.integers(0, 400)),
+                   int(rng.integers(20, 120)), int(rng.integers(20, 120))) for i in range(150)]
+    tiles += [_Tile(Path("grid.tif"), 64 * i - 8 * i, 0, 64, 64) for i in range(5)]  # a row
+    r0 = np.array([t.row for t in tiles])
+    r1 = r0 + [t.height for t in tiles]
+    c0 = np.array([t.col for t in tiles])
+    c1 = c0 + [t.width for t in tiles]
+    rows_meet = (r0[:, None] < r1[None, :]) & (r0[None, :] < r1[:, None])
+    cols_meet = (c0[:, None] < c1[None, :]) & (c0[None, :] < c1[:, None])
+    lead_y, trail_y = edge_overlaps(r0, r1, across=cols_meet)
+    lead_x, trail_x = edge_overlaps(c0, c1, across=rows_meet)
+    expected = list(zip(lead_y.tolist(), trail_y.tolist(), lead_x.tolist(), trail_x.tolist(),
+                        strict=True))
+    assert tile_weights(tiles) == expected
+    assert any(w != (0, 0, 0, 0) for w in expected)

@@ -604,15 +604,36 @@ def _tile_offsets(paths: Sequence[Path]) -> tuple[list[_Tile], Grid, dict[str, A
 
 
 def tile_weights(tiles: Sequence[_Tile]) -> list[tuple[int, int, int, int]]:
-    """(lead_y, trail_y, lead_x, trail_x) ramp lengths of each tile from its overlaps."""
-    r0 = np.array([t.row for t in tiles])
-    r1 = r0 + np.array([t.height for t in tiles])
-    c0 = np.array([t.col for t in tiles])
-    c1 = c0 + np.array([t.width for t in tiles])
-    rows_meet = (r0[:, None] < r1[None, :]) & (r0[None, :] < r1[:, None])
-    cols_meet = (c0[:, None] < c1[None, :]) & (c0[None, :] < c1[:, None])
-    lead_y, trail_y = edge_overlaps(r0, r1, across=cols_meet)
-    lead_x, trail_x = edge_overlaps(c0, c1, across=rows_meet)
+    """(lead_y, trail_y, lead_x, trail_x) ramp lengths of each tile from its overlaps.
+
+    The same lengths as :func:`edge_overlaps` along each axis among the tiles that overlap on
+    the other axis, but found from the pairs of tiles that touch (a shapely STRtree of their
+    extents), so time and memory grow with the number of neighbours, not with n^2.
+    """
+    import shapely
+
+    r0 = np.array([t.row for t in tiles], dtype=np.int64)
+    r1 = r0 + np.array([t.height for t in tiles], dtype=np.int64)
+    c0 = np.array([t.col for t in tiles], dtype=np.int64)
+    c1 = c0 + np.array([t.width for t in tiles], dtype=np.int64)
+    boxes = shapely.box(c0, r0, c1, r1)
+    t, u = shapely.STRtree(boxes).query(boxes, predicate="intersects")
+    keep = t != u
+    t, u = t[keep], u[keep]
+    rows_meet = (r0[t] < r1[u]) & (r0[u] < r1[t])
+    cols_meet = (c0[t] < c1[u]) & (c0[u] < c1[t])
+
+    def along(s: np.ndarray, e: np.ndarray, across: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lead = np.zeros(len(tiles), dtype=np.int64)
+        trail = np.zeros(len(tiles), dtype=np.int64)
+        before = across & (s[u] < s[t]) & (e[u] > s[t])
+        after = across & (s[u] > s[t]) & (s[u] < e[t]) & (e[u] > e[t])
+        np.maximum.at(lead, t[before], np.minimum(e[u], e[t])[before] - s[t][before])
+        np.maximum.at(trail, t[after], (e[t] - s[u])[after])
+        return lead, trail
+
+    lead_y, trail_y = along(r0, r1, cols_meet)
+    lead_x, trail_x = along(c0, c1, rows_meet)
     return [tuple(int(v) for v in x) for x in zip(lead_y, trail_y, lead_x, trail_x, strict=True)]
 
 
