@@ -337,6 +337,19 @@ def test_style_image_sets_the_code(tmp_path, landcover):
     synthesize(vae, landcover, a, style=style, seed=1, quiet=True)
     synthesize(vae, landcover, b, style=style, seed=2, quiet=True)
     assert a.read_bytes() == b.read_bytes()  # the style, not the seed, decides
+    # With an EMA encoder in the checkpoint, the style code comes from it (it goes with the
+    # EMA generator); the same weights as the encoder give the same image.
+    data = torch.load(vae, weights_only=True)
+    same = save_checkpoint(tmp_path / "same.pt", {**data, "encoder_ema": data["encoder"]})
+    other_weights = {k: v * 1.5 if v.is_floating_point() else v
+                     for k, v in data["encoder"].items()}
+    other = save_checkpoint(tmp_path / "other.pt", {**data, "encoder_ema": other_weights})
+    synthesize(same, landcover, tmp_path / "same.tif", style=style, quiet=True)
+    synthesize(other, landcover, tmp_path / "other.tif", style=style, quiet=True)
+    with rasterio.open(a) as x, rasterio.open(tmp_path / "same.tif") as y, \
+            rasterio.open(tmp_path / "other.tif") as z:
+        assert np.array_equal(x.read(), y.read())
+        assert not np.array_equal(x.read(), z.read())
 
 
 def test_bbox_and_window_give_the_part_grid(tmp_path, ckpt, landcover):

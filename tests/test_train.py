@@ -8,11 +8,13 @@ import torch
 from test_train_chipstore import make_chip_store
 
 from geospade.data.chips import ChipDataset
+from geospade.models.encoder import StyleEncoder
 from geospade.models.generator import build_generator
 from geospade.models.precision import cpu_supports_bf16
 from geospade.training.checkpoint import load_checkpoint
 from geospade.training.config import TrainConfig, load_config_file
 from geospade.training.loop import _build_models, train
+from geospade.training.step import update_ema
 from geospade.training.validation import mean_colour_error, spectral_distance
 
 # Tiny models: 32-px chips fit the "normal" stride of 32; every test trains in seconds.
@@ -104,7 +106,7 @@ def test_resume_continues_exactly(store, tmp_path):
     assert resumed.step == 6
     a = load_checkpoint(straight.checkpoint)
     b = load_checkpoint(resumed.checkpoint)
-    for key in ("generator", "generator_ema", "discriminator", "encoder"):
+    for key in ("generator", "generator_ema", "discriminator", "encoder", "encoder_ema"):
         assert a[key].keys() == b[key].keys()
         for name in a[key]:
             torch.testing.assert_close(a[key][name], b[key][name], rtol=1e-5, atol=1e-6,
@@ -112,6 +114,24 @@ def test_resume_continues_exactly(store, tmp_path):
     # metrics.csv holds each step once.
     rows = list(csv.DictReader((tmp_path / "b" / "metrics.csv").open()))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_style_encoder_is_averaged_with_the_generator(store, tmp_path):
+    # The EMA encoder starts as the encoder and then trails it by the EMA rule, step by step.
+    kw = dict(TINY, batch_size=2, use_vae=True, z_dim=8, ema_decay=0.5)
+    one = load_checkpoint(train(store, tmp_path / "one", steps=1, quiet=True, **kw).checkpoint)
+    two = load_checkpoint(train(store, tmp_path / "two", steps=2, quiet=True, **kw).checkpoint)
+    assert one["encoder_ema"].keys() == one["encoder"].keys()
+    expected = StyleEncoder(**two["encoder_config"])
+    expected.load_state_dict(one["encoder_ema"])
+    live = StyleEncoder(**two["encoder_config"])
+    live.load_state_dict(two["encoder"])
+    update_ema(expected, live, 0.5)
+    moved = False
+    for name, value in expected.state_dict().items():
+        torch.testing.assert_close(two["encoder_ema"][name], value, msg=name)
+        moved |= not torch.equal(two["encoder_ema"][name], two["encoder"][name])
+    assert moved  # the average is not the live encoder
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(store, tmp_path):

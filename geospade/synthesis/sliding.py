@@ -191,7 +191,9 @@ def load_synthesis_model(checkpoint: str | Path, device: str | torch.device | No
                             "trained without one (--use-vae)")
     if generator.use_vae:
         if style is not None:
-            z = _encode_style(style, data["encoder"], data.get("encoder_config"), bands,
+            # The EMA encoder goes with the EMA generator (older checkpoints: the encoder).
+            z = _encode_style(style, data.get("encoder_ema", data["encoder"]),
+                              data.get("encoder_config"), bands,
                               chip_size, generator.z_dim, dev)
         else:
             rng = torch.Generator().manual_seed(int(seed))

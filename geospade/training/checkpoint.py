@@ -15,6 +15,7 @@ code. Keys (format version 1)::
     generator_ema     EMA generator state_dict (what synthesize uses)
     discriminator     discriminator state_dict            (resume only)
     encoder           style encoder state_dict, if --use-vae (else absent)
+    encoder_ema       EMA style encoder state_dict, with encoder (what synthesize --style uses)
     optimizer_g, optimizer_d                               (resume only)
     rng               RNG states as tensors / plain values (resume only)
 

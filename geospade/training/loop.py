@@ -438,9 +438,7 @@ def _train(dataset: ChipDataset, chips: str | Path, run_dir: Path, cfg: TrainCon
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.toml").write_text(to_toml(cfg))
 
-    ema = copy.deepcopy(generator).eval()
-    for p in ema.parameters():
-        p.requires_grad_(False)
+    ema = copy.deepcopy(generator).eval().requires_grad_(False)
     step = 0
     if ckpt is not None:
         generator.load_state_dict(ckpt["generator"])
@@ -449,9 +447,15 @@ def _train(dataset: ChipDataset, chips: str | Path, run_dir: Path, cfg: TrainCon
         if encoder is not None:
             encoder.load_state_dict(ckpt["encoder"])
         step = int(ckpt["step"])
+    # The style encoder is averaged with the generator: synthesize --style pairs the two EMAs.
+    encoder_ema = None
+    if encoder is not None:
+        encoder_ema = copy.deepcopy(encoder).eval().requires_grad_(False)
+        if ckpt is not None and "encoder_ema" in ckpt:
+            encoder_ema.load_state_dict(ckpt["encoder_ema"])
 
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    for module in (generator, discriminator, encoder, ema, vgg):
+    for module in (generator, discriminator, encoder, ema, encoder_ema, vgg):
         if module is not None:
             module.to(device=device)
             if cfg.channels_last:  # feature maps only: trained parameters stay contiguous
@@ -494,7 +498,8 @@ def _train(dataset: ChipDataset, chips: str | Path, run_dir: Path, cfg: TrainCon
             )
 
     train_step = TrainStep(
-        g_module, discriminator, opt_g, opt_d, ema=ema, ema_decay=cfg.ema_decay,
+        g_module, discriminator, opt_g, opt_d, ema=ema, encoder_ema=encoder_ema,
+        ema_decay=cfg.ema_decay,
         gan_mode=cfg.gan_mode, lambda_fm=cfg.lambda_fm, vgg=vgg, lambda_vgg=cfg.lambda_vgg,
         lambda_kl=cfg.lambda_kl, autocast=autocast, scaler_g=scaler_g, scaler_d=scaler_d,
         g_train=g_train, d_train=d_train, check=check,
@@ -515,6 +520,7 @@ def _train(dataset: ChipDataset, chips: str | Path, run_dir: Path, cfg: TrainCon
         }
         if encoder is not None:
             data["encoder"] = _cpu_state(encoder)
+            data["encoder_ema"] = _cpu_state(encoder_ema)
             data["encoder_config"] = {"in_channels": bands, **_encoder_config(cfg, size)}
         return data
 
@@ -604,7 +610,7 @@ def _train(dataset: ChipDataset, chips: str | Path, run_dir: Path, cfg: TrainCon
     if ddp.world > 1:
         # DDP broadcasts rank 0's buffers (batch-norm running stats) at the start of each
         # forward; after the last step each rank holds its own: take rank 0's, everywhere.
-        for module in (generator, ema, discriminator, encoder):
+        for module in (generator, ema, discriminator, encoder, encoder_ema):
             if module is not None:
                 for buffer in module.buffers():
                     dist.broadcast(buffer, src=0)
@@ -617,6 +623,7 @@ def _train(dataset: ChipDataset, chips: str | Path, run_dir: Path, cfg: TrainCon
     models = {"generator": generator, "generator_ema": ema, "discriminator": discriminator}
     if encoder is not None:
         models["encoder"] = encoder
+        models["encoder_ema"] = encoder_ema
     return TrainResult(run_dir, ckpt_path if ddp.main else None, step, last_losses, validation,
                        vgg is not None, models)
 

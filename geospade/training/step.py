@@ -87,6 +87,7 @@ class TrainStep:
         opt_g: optimiser of ``g_module``'s parameters.
         opt_d: optimiser of the discriminator's parameters.
         ema: EMA copy of ``g_module.generator`` (``None``: no EMA update).
+        encoder_ema: EMA copy of ``g_module.encoder`` (VAE runs), updated with ``ema``.
         ema_decay: EMA decay per step.
         gan_mode: "hinge", "ls" or "original".
         lambda_fm: feature-matching weight (0 = off).
@@ -104,7 +105,8 @@ class TrainStep:
 
     def __init__(self, g_module: GeneratorStep, discriminator: nn.Module,
                  opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, *,
-                 ema: nn.Module | None = None, ema_decay: float = 0.999,
+                 ema: nn.Module | None = None, encoder_ema: nn.Module | None = None,
+                 ema_decay: float = 0.999,
                  gan_mode: str = "hinge", lambda_fm: float = 10.0,
                  vgg: nn.Module | None = None, lambda_vgg: float = 10.0,
                  lambda_kl: float = 0.05,
@@ -118,6 +120,7 @@ class TrainStep:
         self.opt_g = opt_g
         self.opt_d = opt_d
         self.ema = ema
+        self.encoder_ema = encoder_ema
         self.ema_decay = ema_decay
         self.gan_mode = gan_mode
         self.lambda_fm = lambda_fm
@@ -184,4 +187,6 @@ class TrainStep:
         self.scaler_d.update()
         if self.ema is not None:
             update_ema(self.ema, self.g_module.generator, self.ema_decay)
+        if self.encoder_ema is not None and self.g_module.encoder is not None:
+            update_ema(self.encoder_ema, self.g_module.encoder, self.ema_decay)
         return values
