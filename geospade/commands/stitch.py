@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from geospade.commands import codec_option
+
 
 @click.command("stitch")
 @click.argument("tiles", nargs=-1, required=True,
@@ -11,10 +13,7 @@ import click
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=str),
               help="Output GeoTIFF covering all tiles.")
 @click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF (GDAL's COG driver).")
-@click.option("--compress", type=click.Choice(["deflate", "zstd", "lzw", "none"]),
-              default="deflate", show_default=True,
-              help="Codec of the output (fast levels; deflate opens everywhere, zstd is faster "
-                   "and smaller but needs GDAL >= 2.3 or a recent reader).")
+@codec_option()
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 def command(tiles: tuple[str, ...], out: str, cog: bool, compress: str, overwrite: bool,

@@ -6,6 +6,8 @@ import os
 
 import click
 
+from geospade.commands import codec_option
+
 
 @click.command("synthesize")
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=str))
@@ -38,10 +40,7 @@ import click
 @click.option("--window", default=None,
               help="Synthesize only COL_OFF,ROW_OFF,WIDTH,HEIGHT (pixels of LANDCOVER).")
 @click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF (GDAL's COG driver).")
-@click.option("--compress", type=click.Choice(["deflate", "zstd", "lzw", "none"]),
-              default="deflate", show_default=True,
-              help="Codec of the output (fast levels; deflate opens everywhere, zstd is faster "
-                   "and smaller but needs GDAL >= 2.3 or a recent reader).")
+@codec_option()
 @click.option("--amp", type=click.Choice(["auto", "bf16", "none"]), default="auto",
               show_default=True,
               help="Inference precision: auto uses bf16 with channels-last weights where the "

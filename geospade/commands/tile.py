@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from geospade.commands import codec_option
+
 
 @click.command("tile")
 @click.argument("landcover", type=click.Path(dir_okay=False, path_type=str))
@@ -40,10 +42,8 @@ import click
 @click.option("--resampling", type=click.Choice(["bilinear", "cubic"]), default="bilinear",
               show_default=True,
               help="Resampling of imagery warped onto the land-cover grid (labels never are).")
-@click.option("--compress", type=click.Choice(["none", "zstd", "lzw", "deflate"]), default="none",
-              show_default=True,
-              help="Compression of the chip GeoTIFFs: none is fastest; zstd and deflate (level "
-                   "1) write smaller stores, lzw is slowest.")
+@codec_option("none", "Compression of the chip GeoTIFFs: none is fastest; zstd and deflate "
+              "(level 1) write smaller stores, lzw is slowest.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 def command(landcover: str, imagery: str, out: str, scheme: str, size: int, stride: int | None,

@@ -21,6 +21,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.io import MemoryFile
 
+from geospade.raster.codecs import codec_options
 from geospade.schemes import IGNORE_INDEX
 
 FORMAT = "geospade-chips"
@@ -35,23 +36,12 @@ MASKS = "masks"
 # GeoTIFF through GDAL costs about 1-2 ms (half of it encoding the CRS as GeoKeys), about as much
 # as decoding the chip from the source. Uncompressed chips ("none", the default) are therefore
 # written by cloning one GDAL-made template per chip shape (see ChipWriter); the codecs go through
-# GDAL for every chip. Numbers: benchmarks/bench_tile.py.
-COMPRESSIONS = ("none", "zstd", "lzw", "deflate")
+# GDAL for every chip (geospade.raster.codecs, no predictor). Numbers: benchmarks/bench_tile.py.
 
 
 def chip_id(row_off: int, col_off: int) -> str:
     """The chip's id: its row and column offset in the land-cover grid."""
     return f"{row_off:06d}_{col_off:06d}"
-
-
-def _codec(compress: str) -> dict:
-    if compress == "none":
-        return {}
-    if compress == "zstd":
-        return {"compress": "zstd", "zstd_level": 1}
-    if compress == "deflate":
-        return {"compress": "deflate", "zlevel": 1}
-    return {"compress": compress}
 
 
 def image_profile(
@@ -65,7 +55,7 @@ def image_profile(
     """
     # Band-interleaved: a chip is stored as the (C, H, W) array it is read into, no shuffling.
     profile = dict(driver="GTiff", count=count, dtype=dtype, crs=crs, nodata=nodata,
-                   interleave="band", **_codec(compress))
+                   interleave="band", **codec_options(compress))
     if rgb and count >= 3 and np.dtype(dtype) in (np.uint8, np.uint16):
         profile.update(photometric="rgb", alpha="unspecified")
     else:
@@ -76,7 +66,7 @@ def image_profile(
 def mask_profile(crs: CRS, compress: str = "none") -> dict:
     """GeoTIFF creation profile of a mask chip: uint8 class indices, 255 = nodata, palette."""
     return dict(driver="GTiff", count=1, dtype="uint8", crs=crs, nodata=IGNORE_INDEX,
-                photometric="palette", **_codec(compress))
+                photometric="palette", **codec_options(compress))
 
 
 class ChipWriter:

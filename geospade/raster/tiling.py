@@ -33,6 +33,7 @@ from geospade.errors import GeospadeError
 from geospade.normalization import BandStats, fixed_range
 from geospade.raster import chip_store
 from geospade.raster.alignment import RESAMPLING, align, imagery_valid, open_raster, warped_imagery
+from geospade.raster.codecs import check_codec
 from geospade.raster.windows import SPLITS, assign_blocks, chip_offsets, chip_split, group_offsets
 from geospade.schemes import IGNORE_INDEX, ClassScheme, UnknownClassValuesError, load_scheme
 
@@ -329,10 +330,7 @@ def _check_options(size, stride, max_nodata, block, workers, unknown, resampling
         raise GeospadeError(
             f"--resampling must be one of {', '.join(RESAMPLING)}, not {resampling!r}"
         )
-    if compress not in chip_store.COMPRESSIONS:
-        raise GeospadeError(
-            f"--compress must be one of {', '.join(chip_store.COMPRESSIONS)}, not {compress!r}"
-        )
+    check_codec(compress)
 
 
 def _check_values(values: dict, scheme: ClassScheme, file_nodata, unknown: str, path) -> None:

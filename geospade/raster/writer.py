@@ -34,6 +34,7 @@ from rasterio.enums import ColorInterp, Resampling
 from rasterio.windows import Window
 
 from geospade.errors import GeospadeError
+from geospade.raster.codecs import check_codec, codec_options
 
 DEFAULT_BLOCK_SIZE = 256
 """Internal tile size (pixels) of the GeoTIFFs the writer makes."""
@@ -161,35 +162,6 @@ def overview_factors(width: int, height: int, block_size: int = DEFAULT_BLOCK_SI
     return factors
 
 
-def _predictor(dtype: str) -> int:
-    return 3 if np.issubdtype(np.dtype(dtype), np.floating) else 2
-
-
-COMPRESSIONS = ("deflate", "zstd", "lzw", "none")
-"""Codecs of the GeoTIFFs the writer makes (``deflate`` by default: every GIS reads it)."""
-
-
-def compression_options(compress: str, dtype: str) -> dict[str, Any]:
-    """GTiff creation options for ``compress`` (see :data:`COMPRESSIONS`).
-
-    Generated imagery is noisy, so the fastest levels lose little: on CLADE output at 4096^2
-    (4 uint8 bands, benchmarks/bench_synthesize.py) DEFLATE level 1 writes and builds
-    overviews in 0.61 s for 41.3 MB, level 5 in 0.92 s for 39.7 MB and GDAL's default level 6
-    in 1.41 s for 39.5 MB; ZSTD level 1 takes 0.47 s for 38.2 MB but older readers lack it.
-    """
-    if compress not in COMPRESSIONS:
-        raise GeospadeError(f"unknown compression {compress!r}: use one of "
-                            f"{', '.join(COMPRESSIONS)}")
-    if compress == "none":
-        return {"compress": None}
-    options: dict[str, Any] = {"compress": compress, "predictor": _predictor(dtype)}
-    if compress == "deflate":
-        options["zlevel"] = 1
-    elif compress == "zstd":
-        options["zstd_level"] = 1
-    return options
-
-
 class StripWriter:
     """Writes a raster top to bottom, in row strips of any height, to a tiled compressed GeoTIFF.
 
@@ -213,7 +185,8 @@ class StripWriter:
         overviews: build internal overviews (always on for a COG).
         resampling: overview resampling ("average" for imagery, "nearest" for classes).
         block_size: internal tile size (multiple of 16).
-        compress: "deflate" (default), "zstd", "lzw" or "none" (:func:`compression_options`).
+        compress: "deflate" (default), "zstd", "lzw" or "none"
+            (:func:`geospade.raster.codecs.codec_options`).
     """
 
     def __init__(self, path: str | Path, grid: Grid, count: int, dtype: str,
@@ -254,7 +227,7 @@ class StripWriter:
             "driver": "GTiff", "width": grid.width, "height": grid.height, "count": count,
             "dtype": self.dtype.name, "crs": grid.crs, "transform": grid.transform,
             "nodata": nodata, "tiled": True, "blockxsize": block_size, "blockysize": block_size,
-            **compression_options("none" if self._raw else compress, self.dtype.name),
+            **codec_options("none" if self._raw else compress, self.dtype.name),
             # Band interleaving: GDAL builds the overviews of a pixel-interleaved file band by
             # band, decompressing every block and recompressing every overview block once per
             # band; band-interleaved, overviews cost half (0.56 -> 0.26 s at 4096^2, 4 bands)
@@ -339,8 +312,7 @@ class StripWriter:
                 )
             else:
                 options = {k.upper(): v for k, v in
-                           compression_options(self.compress, self.dtype.name).items()
-                           if v is not None}
+                           codec_options(self.compress, self.dtype.name).items()}
                 rasterio.shutil.copy(
                     self._tmp, self._final_tmp, driver="GTiff", COPY_SRC_OVERVIEWS="YES",
                     TILED="YES", BLOCKXSIZE=str(self.block_size),
@@ -661,7 +633,7 @@ def stitch(tiles: Sequence[str | Path], out: str | Path, cog: bool = False,
     """
     import time
 
-    compression_options(compress, "uint8")  # an unknown codec fails before any work
+    check_codec(compress)  # an unknown codec fails before any work
     start = time.perf_counter()
     with bounded_gdal_cache():
         return _stitch(tiles, out, cog, overwrite, quiet, block_size, compress, start)

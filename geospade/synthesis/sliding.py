@@ -37,12 +37,12 @@ from tqdm import tqdm
 
 from geospade.errors import GeospadeError
 from geospade.normalization import BandStats, denormalize, normalize
+from geospade.raster.codecs import check_codec
 from geospade.raster.writer import (
     BlendingWriter,
     Grid,
     StripWriter,
     bounded_gdal_cache,
-    compression_options,
     edge_overlaps,
     prepare_output,
     ramp,
@@ -561,7 +561,7 @@ def synthesize(
                             "tiles; stitch joins them)")
     if batch_size < 1:
         raise GeospadeError("--batch-size must be at least 1")
-    compression_options(compress, "uint8")  # an unknown codec fails before any work
+    check_codec(compress)  # an unknown codec fails before any work
     if cog and compress == "none":
         raise GeospadeError("a COG is written compressed: use --compress deflate, zstd or lzw "
                             "with --cog")
