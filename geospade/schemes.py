@@ -155,12 +155,11 @@ class ClassScheme:
             raise UnknownClassValuesError(self, self.unknown_counts(raw, file_nodata))
         return out
 
-    def _encode_lookup(
-        self, raw: np.ndarray, file_nodata: float | None, unknown: str
-    ) -> np.ndarray:
-        """:meth:`encode` for 8/16-bit integer rasters: one table lookup per pixel."""
+    def lookup(self, raw: np.ndarray, file_nodata: float | None = None) -> np.ndarray:
+        """Class index per pixel of an 8/16-bit integer raster by one table lookup: int16,
+        :data:`IGNORE_INDEX` for unlabelled values, -1 for values outside the scheme."""
         info = np.iinfo(raw.dtype)
-        # Table over the dtype's whole range; -1 marks values outside the scheme.
+        # Table over the dtype's whole range.
         table = np.full(int(info.max) - int(info.min) + 1, -1, dtype=np.int16)
         unlabelled = [*self.nodata, *self.ignore, *(() if file_nodata is None else (file_nodata,))]
         for v in unlabelled:
@@ -169,7 +168,13 @@ class ClassScheme:
         for i, v in enumerate(self.values):
             if info.min <= v <= info.max:
                 table[v - int(info.min)] = i
-        looked_up = table[raw.astype(np.int32) - int(info.min) if info.min else raw]
+        return table[raw.astype(np.int32) - int(info.min) if info.min else raw]
+
+    def _encode_lookup(
+        self, raw: np.ndarray, file_nodata: float | None, unknown: str
+    ) -> np.ndarray:
+        """:meth:`encode` for 8/16-bit integer rasters: one table lookup per pixel."""
+        looked_up = self.lookup(raw, file_nodata)
         outside = looked_up < 0
         if outside.any():
             if unknown == "error":

@@ -341,41 +341,21 @@ def scan_unknown_values(src: rasterio.DatasetReader, area: Window, scheme: Class
     """Raw values in ``area`` that are neither a class nor unlabelled, with pixel counts.
 
     Reads the area in strips (memory bounded). An 8/16-bit integer strip is first checked with
-    one table lookup per pixel and counted with ``bincount`` only when it holds an unknown value:
-    the common case, a clean raster, costs little more than decoding it.
+    one table lookup per pixel (:meth:`ClassScheme.lookup`) and counted
+    (:meth:`ClassScheme.unknown_counts`) only when it holds an unknown value: the common case,
+    a clean raster, costs little more than decoding it.
     """
     counts: dict[float, int] = {}
-    known = set(scheme.values) | set(scheme.nodata) | set(scheme.ignore)
-    if src.nodata is not None:
-        known.add(src.nodata)
-    table = None
     dtype = np.dtype(src.dtypes[0])
-    if dtype.kind in "ui" and dtype.itemsize <= 2:
-        info = np.iinfo(dtype)
-        table = np.zeros(int(info.max) - int(info.min) + 1, dtype=bool)
-        for v in known:
-            if v is not None and float(v).is_integer() and info.min <= v <= info.max:
-                table[int(v) - int(info.min)] = True
+    small_int = dtype.kind in "ui" and dtype.itemsize <= 2
     rows = max(1, (16 << 20) // max(1, int(area.width)))
     for r in range(0, int(area.height), rows):
         win = Window(area.col_off, area.row_off + r, area.width, min(rows, area.height - r))
         raw = src.read(1, window=win)
-        if table is not None:
-            index = raw.astype(np.int32) - int(info.min) if info.min else raw
-            if table[index].all():
-                continue
-        if raw.dtype.kind == "u" and raw.dtype.itemsize <= 2:
-            hist = np.bincount(raw.ravel())
-            values = np.nonzero(hist)[0]
-            present = dict(zip(values.tolist(), hist[values].tolist(), strict=True))
-        else:
-            values, n = np.unique(raw, return_counts=True)
-            present = dict(zip(values.tolist(), n.tolist(), strict=True))
-        for v, n in present.items():
-            if v in known or (isinstance(v, float) and not math.isfinite(v)):
-                continue
-            key = int(v) if float(v).is_integer() else float(v)
-            counts[key] = counts.get(key, 0) + int(n)
+        if small_int and (scheme.lookup(raw, src.nodata) >= 0).all():
+            continue
+        for value, n in scheme.unknown_counts(raw, src.nodata).items():
+            counts[value] = counts.get(value, 0) + n
     return counts
 
 
