@@ -96,14 +96,22 @@ def edge_overlaps(starts: Sequence[int], ends: Sequence[int],
     Returns:
         ``(lead, trail)`` integer arrays, one value per piece.
     """
-    s = np.asarray(starts, dtype=np.int64)[:, None]
-    e = np.asarray(ends, dtype=np.int64)[:, None]
-    su, eu = s.T, e.T
-    ok = np.ones((len(s), len(s)), dtype=bool) if across is None else across
-    before = ok & (su < s) & (eu > s)
-    after = ok & (su > s) & (su < e) & (eu > e)
-    lead = np.where(before, np.minimum(eu, e) - s, 0).max(axis=1, initial=0)
-    trail = np.where(after, e - su, 0).max(axis=1, initial=0)
+    n = len(starts)
+    t, u = np.nonzero(np.ones((n, n), dtype=bool) if across is None else across)
+    return _pair_overlaps(np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64),
+                          t, u)
+
+
+def _pair_overlaps(s: np.ndarray, e: np.ndarray, t: np.ndarray, u: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`edge_overlaps` of extents ``[s, e)`` over the neighbour pairs ``(t[i], u[i])``."""
+    lead = np.zeros(len(s), dtype=np.int64)
+    trail = np.zeros(len(s), dtype=np.int64)
+    st, et, su, eu = s[t], e[t], s[u], e[u]
+    before = (su < st) & (eu > st)
+    after = (su > st) & (su < et) & (eu > et)
+    np.maximum.at(lead, t[before], (np.minimum(eu, et) - st)[before])
+    np.maximum.at(trail, t[after], (et - su)[after])
     return lead, trail
 
 
@@ -590,22 +598,10 @@ def tile_weights(tiles: Sequence[_Tile]) -> list[tuple[int, int, int, int]]:
     c1 = c0 + np.array([t.width for t in tiles], dtype=np.int64)
     boxes = shapely.box(c0, r0, c1, r1)
     t, u = shapely.STRtree(boxes).query(boxes, predicate="intersects")
-    keep = t != u
-    t, u = t[keep], u[keep]
     rows_meet = (r0[t] < r1[u]) & (r0[u] < r1[t])
     cols_meet = (c0[t] < c1[u]) & (c0[u] < c1[t])
-
-    def along(s: np.ndarray, e: np.ndarray, across: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        lead = np.zeros(len(tiles), dtype=np.int64)
-        trail = np.zeros(len(tiles), dtype=np.int64)
-        before = across & (s[u] < s[t]) & (e[u] > s[t])
-        after = across & (s[u] > s[t]) & (s[u] < e[t]) & (e[u] > e[t])
-        np.maximum.at(lead, t[before], np.minimum(e[u], e[t])[before] - s[t][before])
-        np.maximum.at(trail, t[after], (e[t] - s[u])[after])
-        return lead, trail
-
-    lead_y, trail_y = along(r0, r1, cols_meet)
-    lead_x, trail_x = along(c0, c1, rows_meet)
+    lead_y, trail_y = _pair_overlaps(r0, r1, t[cols_meet], u[cols_meet])
+    lead_x, trail_x = _pair_overlaps(c0, c1, t[rows_meet], u[rows_meet])
     return [tuple(int(v) for v in x) for x in zip(lead_y, trail_y, lead_x, trail_x, strict=True)]
 
 
