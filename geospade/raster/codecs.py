@@ -45,3 +45,15 @@ def codec_options(compress: str, predictor_for: str | None = None) -> dict[str, 
 
         options["predictor"] = 3 if np.issubdtype(np.dtype(predictor_for), np.floating) else 2
     return options
+
+
+def cog_codec_options(compress: str, predictor_for: str | None = None) -> dict[str, str]:
+    """The same codec as creation options of GDAL's COG driver (COMPRESS, LEVEL, PREDICTOR)."""
+    options = codec_options(compress, predictor_for)
+    cog = {"COMPRESS": compress.upper()}
+    level = options.get("zlevel", options.get("zstd_level"))
+    if level is not None:
+        cog["LEVEL"] = str(level)
+    if "predictor" in options:
+        cog["PREDICTOR"] = "YES"  # the driver picks the integer or floating-point one
+    return cog

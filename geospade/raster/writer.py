@@ -34,7 +34,7 @@ from rasterio.enums import ColorInterp, Resampling
 from rasterio.windows import Window
 
 from geospade.errors import GeospadeError
-from geospade.raster.codecs import check_codec, codec_options
+from geospade.raster.codecs import check_codec, codec_options, cog_codec_options
 
 DEFAULT_BLOCK_SIZE = 256
 """Internal tile size (pixels) of the GeoTIFFs the writer makes."""
@@ -307,11 +307,9 @@ class StripWriter:
         self._final_tmp = _temp_name(self.path, "partial")
         try:
             if self.cog:
-                codec = {"COMPRESS": self.compress.upper(), "PREDICTOR": "YES"}
-                if self.compress in ("deflate", "zstd"):
-                    codec["LEVEL"] = "1"
                 rasterio.shutil.copy(
-                    self._tmp, self._final_tmp, driver="COG", **codec,
+                    self._tmp, self._final_tmp, driver="COG",
+                    **cog_codec_options(self.compress, self.dtype.name),
                     BLOCKSIZE=str(self.block_size), BIGTIFF="IF_SAFER",
                     # One HTTP range request fetches every band of a tile.
                     INTERLEAVE="PIXEL",
