@@ -221,9 +221,11 @@ def given_options(config: TrainConfig | Mapping[str, Any] | str | Path | None = 
     elif isinstance(config, TrainConfig):
         given = config.to_dict()
     else:
-        data = dict(config) if isinstance(config, Mapping) else load_config_file(config)
-        parsed = TrainConfig.from_dict(data, source=str(config) if not isinstance(
-            config, Mapping) else "config").to_dict()
+        if isinstance(config, Mapping):
+            data, source = dict(config), "config"
+        else:
+            data, source = load_config_file(config), str(config)
+        parsed = TrainConfig.from_dict(data, source=source).to_dict()
         given = {k: parsed[k] for k in data}
     given.update({k: v for k, v in overrides.items() if v is not None})
     return given
