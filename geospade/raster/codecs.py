@@ -17,10 +17,15 @@ CODECS = ("deflate", "zstd", "lzw", "none")
 """Codec names of ``--compress``; ``deflate`` opens in every GIS."""
 
 
-def check_codec(compress: str) -> str:
-    """``compress`` if it is one of :data:`CODECS`, else a :class:`GeospadeError` naming them."""
+def check_codec(compress: str, cog: bool = False) -> str:
+    """``compress`` if it is one of :data:`CODECS` (and compresses, for a COG), else a
+    :class:`GeospadeError` saying what to use."""
     if compress not in CODECS:
         raise GeospadeError(f"unknown compression {compress!r}: use one of {', '.join(CODECS)}")
+    if cog and compress == "none":
+        # GDAL's COG driver (3.10) writes an uncompressed copy without the COG layout.
+        raise GeospadeError("a COG is written compressed: use --compress deflate, zstd or lzw "
+                            "with --cog")
     return compress
 
 

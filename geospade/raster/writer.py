@@ -205,10 +205,7 @@ class StripWriter:
                  block_size: int = DEFAULT_BLOCK_SIZE, compress: str = "deflate") -> None:
         if block_size % 16:
             raise GeospadeError(f"block size {block_size} is not a multiple of 16")
-        if cog and compress == "none":
-            # GDAL's COG driver (3.10) writes an uncompressed copy without the COG layout.
-            raise GeospadeError("a COG is written compressed: use --compress deflate, zstd or "
-                                "lzw with --cog")
+        check_codec(compress, cog)
         self.path = prepare_output(path, overwrite)
         self.grid = grid
         self.count = count
@@ -627,7 +624,7 @@ def stitch(tiles: Sequence[str | Path], out: str | Path, cog: bool = False,
     """
     import time
 
-    check_codec(compress)  # an unknown codec fails before any work
+    check_codec(compress, cog)  # a bad codec fails before any work
     start = time.perf_counter()
     with bounded_gdal_cache():
         return _stitch(tiles, out, cog, overwrite, quiet, block_size, compress, start)

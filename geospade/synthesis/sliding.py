@@ -541,10 +541,7 @@ def synthesize(
                             "tiles; stitch joins them)")
     if batch_size < 1:
         raise GeospadeError("--batch-size must be at least 1")
-    check_codec(compress)  # an unknown codec fails before any work
-    if cog and compress == "none":
-        raise GeospadeError("a COG is written compressed: use --compress deflate, zstd or lzw "
-                            "with --cog")
+    check_codec(compress, cog)  # a bad codec fails before any work
     if bbox is not None and window is not None:
         raise GeospadeError("give --bbox or --window, not both")
     if tiles_only is None:
