@@ -9,7 +9,9 @@ all with 7 classes, 4 bands, num_D 2, n_layers_D 4, no VAE, no VGG, it times
   batch), Adam with TTUR (G 1e-4, D 4e-4, betas 0, 0.9), and the EMA update. The reference's
   discriminator step instead re-runs the generator (without gradients) for its fakes, and it has
   no EMA;
-* generator inference per image (eval mode, no gradients);
+* generator inference per image, of the generator as ``geospade synthesize`` prepares it
+  (:func:`geospade.models.inference_generator`: eval mode, spectral norm folded into the weights,
+  bf16 channels-last weights in bf16) under ``torch.inference_mode()``;
 * FLOPs of both, counted with ``torch.utils.flop_counter.FlopCounterMode``;
 
 for SPADE and CLADE, in fp32 and in bf16 autocast with channels-last tensors. With
@@ -35,7 +37,13 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from geospade.models import Generator, MultiscaleDiscriminator, autocast_context, to_channels_last
+from geospade.models import (
+    Generator,
+    MultiscaleDiscriminator,
+    autocast_context,
+    inference_generator,
+    to_channels_last,
+)
 from geospade.training.step import GeneratorStep, TrainStep, adam
 
 CONFIGS = {"A": (64, 4, 16), "B": (128, 2, 32), "C": (256, 1, 64)}  # size, batch, ngf = ndf
@@ -87,11 +95,15 @@ class Setup:
         self.step(self.labels, self.real)
 
     def eval(self) -> None:
-        self.generator.eval()
+        # The generator as `geospade synthesize` runs it (load_synthesis_model): spectral norm
+        # folded into the weights, and in bf16 the weights stored bf16 and channels-last.
+        self.inference = inference_generator(
+            self.generator, dtype=torch.bfloat16 if self.bf16 else None,
+            channels_last=self.bf16)
 
     def infer(self) -> None:
-        with torch.no_grad(), self.autocast():
-            self.generator(self.labels)
+        with torch.inference_mode(), self.autocast():
+            self.inference(self.labels)
 
 
 class Reference:

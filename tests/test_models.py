@@ -5,6 +5,7 @@ Everything runs on CPU with tiny widths and random weights (no downloads).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -28,6 +29,7 @@ from geospade.models import (
     discriminator_loss,
     feature_matching_loss,
     generator_loss,
+    inference_generator,
     kl_loss,
     load_vgg_loss,
     one_hot,
@@ -156,6 +158,28 @@ def test_normalization_output_changes_only_where_the_class_map_changes(layer_cls
     near = torch.zeros(24, 24, dtype=torch.bool)
     near[8 - reach:12 + reach, 8 - reach:12 + reach] = True
     assert float(diff[~near].detach().max()) == 0.0
+
+
+@pytest.mark.parametrize("layer_cls", [SPADE, CLADE])
+def test_modulation_is_x_hat_times_one_plus_gamma_plus_beta(layer_cls):
+    """The 1 of (1 + gamma) is added to gamma's bias (or table row), not to gamma itself: the
+    layer still computes the paper's formula from its own parameters."""
+    torch.manual_seed(0)
+    layer = layer_cls(3, K) if layer_cls is CLADE else SPADE(3, K, hidden=4)
+    x = torch.randn(2, 3, 8, 8)
+    lab = labels(2, 8)
+    with torch.no_grad():
+        if layer_cls is SPADE:
+            torch.nn.init.normal_(layer.mlp_gamma_beta.bias, 0, 0.5)
+            hidden = F.relu(layer.mlp_shared(one_hot(lab, K)))
+            gamma, beta = layer.mlp_gamma_beta(hidden).chunk(2, dim=1)
+        else:
+            torch.nn.init.normal_(layer.gamma_beta.weight[:K], 0, 0.5)
+            gamma, beta = layer.gamma_beta(lab).permute(0, 3, 1, 2).chunk(2, dim=1)
+        expected = layer.norm(x) * (1 + gamma) + beta
+        torch.testing.assert_close(layer(x, lab), expected, rtol=1e-5, atol=1e-5)
+    # The offset is not a parameter: state dicts keep the reference's keys.
+    assert not any("offset" in key for key in layer.state_dict())
 
 
 def test_spade_resizes_class_map_with_nearest():
@@ -406,6 +430,74 @@ def test_channels_last_computes_the_same_function(parameters):
     weight = g.blocks[0].conv_0.parametrizations.weight.original
     assert weight.is_contiguous(memory_format=torch.channels_last) == parameters
     assert weight.is_contiguous() != parameters
+
+
+@pytest.mark.parametrize("norm", ["spade", "clade"])
+def test_inference_generator_computes_the_same_function(norm):
+    torch.manual_seed(0)
+    g = tiny_generator(norm=norm)
+    lab = labels(2, 32)
+    for _ in range(2):  # a few training-mode calls: power iterations and batch statistics
+        g(labels(4, 32, seed=1))
+    g.eval()
+    with torch.no_grad():
+        expected = g(lab)
+        fast = inference_generator(g)
+        torch.testing.assert_close(fast(lab), expected, rtol=1e-5, atol=1e-6)
+    # Spectral norm folded away in the copy only; no gradients.
+    assert not any("parametrizations" in key for key in fast.state_dict())
+    assert any("parametrizations" in key for key in g.state_dict())
+    assert not any(p.requires_grad for p in fast.parameters())
+
+
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="no native bf16 on this CPU")
+def test_inference_generator_in_bf16_channels_last():
+    torch.manual_seed(0)
+    g = tiny_generator(ngf=4, hidden=8).eval()
+    for conv in (m for m in g.modules() if isinstance(m, torch.nn.Conv2d)):
+        if conv.bias is not None:
+            conv.bias.data.normal_(0, 0.2)  # outputs that are not flat grey
+    lab = labels(2, 32)
+    with torch.no_grad():
+        expected = g(lab)
+        fast = inference_generator(g, dtype=torch.bfloat16, channels_last=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fast(lab)
+    assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=torch.channels_last)
+    assert (out.float() - expected).abs().max() < 0.01
+    weight = fast.blocks[0].conv_0.weight
+    assert weight.dtype == torch.bfloat16
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast.blocks[0].norm_0.norm.running_var.dtype == torch.float32
+
+
+def test_inference_generator_leaves_deep_copies_working():
+    """Removing a parametrization in place also edits the class a module shares with its deep
+    copies; the inference copy is built fresh, so the EMA's source generator keeps working."""
+    torch.manual_seed(0)
+    g = tiny_generator()
+    ema = copy.deepcopy(g).eval()
+    inference_generator(ema)
+    g.eval()
+    lab = labels(1, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(g(lab), ema(lab))
+    conv = g.blocks[0].conv_0
+    assert conv.weight.shape == conv.parametrizations.weight.original.shape
+
+
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="no native bf16 on this CPU")
+def test_bf16_autocast_keeps_feature_maps_bf16():
+    """A spectral-normed conv that divides its output by sigma adds the fp32 bias in the output's
+    dtype: an fp32 result would send every later layer of the block through fp32."""
+    torch.manual_seed(0)
+    g = tiny_generator(ngf=8, hidden=8).train()
+    dtypes = []
+    for block in g.blocks:
+        block.register_forward_hook(lambda m, args, out: dtypes.append(out.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        g(labels(2, 32))
+    assert dtypes == [torch.bfloat16] * len(g.blocks)
 
 
 @pytest.mark.skipif(not cpu_supports_bf16(), reason="no native bf16 on this CPU")

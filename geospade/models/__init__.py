@@ -6,7 +6,13 @@ Everything takes explicit constructor arguments; ``Generator.config`` is a plain
 
 from geospade.models.discriminator import MultiscaleDiscriminator, PatchDiscriminator
 from geospade.models.encoder import StyleEncoder, kl_loss, reparameterize
-from geospade.models.generator import Generator, SPADEResBlock, UpsamplingLayers, build_generator
+from geospade.models.generator import (
+    Generator,
+    SPADEResBlock,
+    UpsamplingLayers,
+    build_generator,
+    inference_generator,
+)
 from geospade.models.losses import (
     GanMode,
     VGGLoss,
@@ -23,6 +29,7 @@ __all__ = [
     "CLADE", "SPADE", "Amp", "GanMode", "Generator", "MultiscaleDiscriminator", "NormType",
     "ParamFreeNorm", "PatchDiscriminator", "SPADEResBlock", "StyleEncoder", "UpsamplingLayers",
     "VGGLoss", "autocast_context", "bands_to_rgb", "build_generator", "cpu_supports_bf16",
-    "discriminator_loss", "feature_matching_loss", "generator_loss", "kl_loss", "load_vgg_loss",
+    "discriminator_loss", "feature_matching_loss", "generator_loss", "inference_generator",
+    "kl_loss", "load_vgg_loss",
     "one_hot", "reparameterize", "to_channels_last",
 ]

@@ -88,7 +88,8 @@ def spectral_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     v = norm._v.clone(memory_format=torch.contiguous_format)
     sigma = torch.vdot(u, torch.mv(weight_mat, v))
     out = conv._conv_forward(x, weight, None) / sigma
-    return out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1)
+    # The bias in the output's dtype: under autocast an fp32 bias would promote a bf16 output.
+    return out if conv.bias is None else out + conv.bias.to(out.dtype).view(1, -1, 1, 1)
 
 
 def is_channels_last(weight: torch.Tensor) -> bool:
@@ -287,7 +288,7 @@ class Generator(nn.Module):
                 )
             if z is None:
                 z = torch.randn(n, self.z_dim, device=labels.device, dtype=weight.dtype)
-            x = self.fc(z).view(n, self.first_channels, *size)
+            x = self.fc(z.to(weight.dtype)).view(n, self.first_channels, *size)
             x = x.contiguous(memory_format=fmt)
         else:
             x = self.fc(maps.onehot_at(size))
@@ -296,6 +297,39 @@ class Generator(nn.Module):
                 x = F.interpolate(x, scale_factor=2.0, mode="nearest")
             x = block(x, maps)
         return torch.tanh(self.conv_img(_leaky(x)))
+
+
+def inference_generator(generator: Generator, dtype: torch.dtype | None = None,
+                        channels_last: bool = False) -> Generator:
+    """A copy of ``generator`` made for inference (``generator`` itself is not changed).
+
+    * eval mode, no gradients;
+    * spectral norm folded into the weights: ``W / sigma`` is computed once here instead of at
+      every call;
+    * with ``dtype`` (e.g. ``torch.bfloat16``), the conv, linear and CLADE-table weights are
+      stored in it, so autocast has nothing to cast at each call; batch-norm statistics stay
+      fp32;
+    * with ``channels_last``, weights and feature maps are channels-last.
+
+    The copy is built from ``generator.config`` and its state dict, on the same device.
+    (Removing a parametrization in place would also change the class that the module shares with
+    its deep copies, e.g. the training run's EMA generator.)
+    """
+    copy = build_generator(generator.config)
+    copy.load_state_dict(generator.state_dict())
+    copy.to(generator.conv_img.bias.device).eval().requires_grad_(False)
+    for module in list(copy.modules()):
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    if channels_last:
+        copy.channels_last = True
+        copy.to(memory_format=torch.channels_last)
+    if dtype is not None:
+        for module in copy.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)):
+                module.to(dtype)
+    return copy
 
 
 def build_generator(config: dict[str, Any]) -> Generator:
@@ -313,4 +347,4 @@ def build_generator(config: dict[str, Any]) -> Generator:
 
 
 __all__ = ["Generator", "SPADEResBlock", "UpsamplingLayers", "build_generator", "conv2d",
-           "init_weights", "param_free_norm_layer"]
+           "inference_generator", "init_weights", "param_free_norm_layer"]

@@ -148,7 +148,7 @@ def load_synthesis_model(checkpoint: str | Path, device: str | torch.device | No
     Returns:
         A :class:`SynthesisModel`.
     """
-    from geospade.models import build_generator
+    from geospade.models import build_generator, inference_generator
 
     data = load_checkpoint(checkpoint)
     dev = resolve_device(device)
@@ -179,12 +179,11 @@ def load_synthesis_model(checkpoint: str | Path, device: str | torch.device | No
         first = str(exc).strip().splitlines()[0][:160]
         raise GeospadeError(f"{checkpoint}: weights do not match generator_config ({first})"
                             ) from None
-    generator.eval().to(dev)
-    _bake_parametrizations(generator)
     if channels_last is None:
         channels_last = amp == "bf16"
-    if channels_last:
-        generator.to(memory_format=torch.channels_last)
+    generator = inference_generator(generator.to(dev),
+                                    dtype=torch.bfloat16 if amp == "bf16" else None,
+                                    channels_last=channels_last)
     z = None
     if style is not None and not (generator.use_vae and data.get("encoder")):
         raise GeospadeError(f"--style needs a checkpoint with a style encoder; {checkpoint} was "
@@ -200,17 +199,6 @@ def load_synthesis_model(checkpoint: str | Path, device: str | torch.device | No
             z = torch.randn(1, generator.z_dim, generator=rng).to(dev)
     return SynthesisModel(generator, scheme, bands, chip_size, dev, amp, z,
                           config=data.get("config") or {})
-
-
-def _bake_parametrizations(module: torch.nn.Module) -> None:
-    """Replace spectral-norm parametrizations by their current weights (inference only: saves
-    recomputing ``W / sigma`` at every call; the values are the same)."""
-    from torch.nn.utils import parametrize
-
-    for sub in module.modules():
-        if parametrize.is_parametrized(sub):
-            for name in list(sub.parametrizations):
-                parametrize.remove_parametrizations(sub, name, leave_parametrized=True)
 
 
 def _encode_style(style: str | Path, encoder_state: dict, encoder_config: dict | None,
