@@ -250,7 +250,9 @@ def main(argv: list[str] | None = None) -> None:
           "geospade's iteration is the step `geospade train` runs (its D step reuses the G "
           "step's detached fakes: one generator forward per iteration; plus the EMA update), "
           "while the reference's D step regenerates the fakes with a second generator forward "
-          "(no gradients) and it keeps no EMA.")
+          "(no gradients) and it keeps no EMA. ms/img is the generator as `geospade synthesize` "
+          "runs it (spectral norm folded into the weights; bf16: weights stored bf16 and "
+          "channels-last); the reference's generator in eval mode.")
 
 
 if __name__ == "__main__":
