@@ -181,9 +181,9 @@ def load_synthesis_model(checkpoint: str | Path, device: str | torch.device | No
                             ) from None
     if channels_last is None:
         channels_last = amp == "bf16"
-    generator = inference_generator(generator.to(dev),
-                                    dtype=torch.bfloat16 if amp == "bf16" else None,
-                                    channels_last=channels_last)
+    # The inference copy is made on the CPU and then moved: the weights cross to the device once.
+    generator = inference_generator(generator, dtype=torch.bfloat16 if amp == "bf16" else None,
+                                    channels_last=channels_last).to(dev)
     z = None
     if style is not None and not (generator.use_vae and data.get("encoder")):
         raise GeospadeError(f"--style needs a checkpoint with a style encoder; {checkpoint} was "
