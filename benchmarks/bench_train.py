@@ -9,9 +9,10 @@ all with 7 classes, 4 bands, num_D 2, n_layers_D 4, no VAE, no VGG, it times
   batch), Adam with TTUR (G 1e-4, D 4e-4, betas 0, 0.9), and the EMA update. The reference's
   discriminator step instead re-runs the generator (without gradients) for its fakes, and it has
   no EMA;
-* generator inference per image, of the generator as ``geospade synthesize`` prepares it
-  (:func:`geospade.models.inference_generator`: eval mode, spectral norm folded into the weights,
-  bf16 channels-last weights in bf16) under ``torch.inference_mode()``;
+* generator inference per image, of the generator as ``geospade synthesize`` prepares it on a
+  CPU (:func:`geospade.models.fused_generator`: spectral norm folded into the weights, batch
+  norm folded into SPADE's convolutions, oneDNN-prepacked weights and fused post-ops; bf16
+  channels-last in bf16) under ``torch.inference_mode()``;
 * FLOPs of both, counted with ``torch.utils.flop_counter.FlopCounterMode``;
 
 for SPADE and CLADE, in fp32 and in bf16 autocast with channels-last tensors. With
@@ -35,12 +36,14 @@ import time
 from dataclasses import dataclass
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from geospade.models import (
     Generator,
     MultiscaleDiscriminator,
     autocast_context,
+    fused_available,
+    fused_generator,
     inference_generator,
     to_channels_last,
 )
@@ -95,11 +98,15 @@ class Setup:
         self.step(self.labels, self.real)
 
     def eval(self) -> None:
-        # The generator as `geospade synthesize` runs it (load_synthesis_model): spectral norm
-        # folded into the weights, and in bf16 the weights stored bf16 and channels-last.
-        self.inference = inference_generator(
-            self.generator, dtype=torch.bfloat16 if self.bf16 else None,
-            channels_last=self.bf16)
+        # The generator as `geospade synthesize` runs it on a CPU (load_synthesis_model): the
+        # oneDNN-fused form, or where PyTorch lacks it the eager inference copy (spectral norm
+        # folded; in bf16 the weights stored bf16 and channels-last).
+        dtype = torch.bfloat16 if self.bf16 else None
+        if fused_available():
+            self.inference = fused_generator(self.generator, dtype, batch_size=len(self.labels))
+        else:
+            self.inference = inference_generator(self.generator, dtype=dtype,
+                                                 channels_last=self.bf16)
 
     def infer(self) -> None:
         with torch.inference_mode(), self.autocast():
@@ -154,8 +161,25 @@ class Reference:
 VERBOSE = False
 
 
+def _fused_conv_flop(x_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of oneDNN's fused convolutions (the fused generator), which FlopCounterMode does
+    not know: those of the convolution (post-ops are elementwise, which it leaves out).
+    ``args`` is ``(W, B, ...)``, or ``(other, W, B, ...)`` for the binary post-ops."""
+    binary = args[1] is not None and len(args[1]) == 4
+    w_shape = args[1] if binary else args[0]
+    return conv_flop_count(list(x_shape), list(w_shape), list(out_shape), transposed=False)
+
+
+def _flop_counter() -> FlopCounterMode:
+    mapping = {}
+    if fused_available():
+        op = torch.ops.mkldnn._convolution_pointwise  # keyed by the overload packet
+        mapping = {op: _fused_conv_flop}
+    return FlopCounterMode(display=False, custom_mapping=mapping)
+
+
 def _gflop(fn) -> float:
-    counter = FlopCounterMode(display=False)
+    counter = _flop_counter()
     with counter:
         fn()
     return counter.get_total_flops() / 1e9
@@ -251,8 +275,9 @@ def main(argv: list[str] | None = None) -> None:
           "step's detached fakes: one generator forward per iteration; plus the EMA update), "
           "while the reference's D step regenerates the fakes with a second generator forward "
           "(no gradients) and it keeps no EMA. ms/img is the generator as `geospade synthesize` "
-          "runs it (spectral norm folded into the weights; bf16: weights stored bf16 and "
-          "channels-last); the reference's generator in eval mode.")
+          "runs it on a CPU (oneDNN-fused: spectral norm and batch norm folded into the weights, "
+          "prepacked weights, fused post-ops; bf16: channels-last); the reference's generator "
+          "in eval mode.")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from geospade.models import (
     cpu_supports_bf16,
     discriminator_loss,
     feature_matching_loss,
+    fused_available,
+    fused_generator,
     generator_loss,
     inference_generator,
     kl_loss,
@@ -484,6 +486,82 @@ def test_inference_generator_leaves_deep_copies_working():
         torch.testing.assert_close(g(lab), ema(lab))
     conv = g.blocks[0].conv_0
     assert conv.weight.shape == conv.parametrizations.weight.original.shape
+
+
+def trained_looking_generator(**kwargs) -> Generator:
+    """A generator with non-flat output and batch-norm statistics far from (0, 1)."""
+    torch.manual_seed(0)
+    g = tiny_generator(ngf=4, hidden=8, **kwargs)
+    for module in g.modules():
+        if isinstance(module, torch.nn.Conv2d) and module.bias is not None:
+            module.bias.data.normal_(0, 0.2)
+        if isinstance(module, CLADE):
+            module.gamma_beta.weight.data[:-1].normal_(0, 0.3)
+    for seed in range(3):  # training-mode calls: running statistics and power iterations
+        g(labels(4, 64, seed=seed))
+    return g.eval()
+
+
+needs_fused = pytest.mark.skipif(not fused_available(), reason="PyTorch lacks oneDNN fusion")
+
+
+@needs_fused
+@pytest.mark.parametrize("norm", ["spade", "clade"])
+@pytest.mark.parametrize("param_free_norm", ["batch", "instance"])
+def test_fused_generator_computes_the_same_function(norm, param_free_norm):
+    g = trained_looking_generator(norm=norm, param_free_norm=param_free_norm)
+    if param_free_norm == "batch":
+        stats = g.blocks[2].norm_1.norm
+        assert stats.running_mean.abs().max() > 0.01 and (stats.running_var - 1).abs().max() > 0.01
+    fused = fused_generator(g, batch_size=2)
+    # Other batch sizes and shapes than the packed layout was picked for; ignore pixels too.
+    for shape in [(2, 64, 64), (1, 64, 96), (3, 96, 64)]:
+        lab = labels(shape[0], max(shape[1:]), seed=5)[:, :shape[1], :shape[2]].clone()
+        lab[0, :3, :7] = 255
+        with torch.no_grad():
+            expected = g(lab)
+            out = fused(lab)
+        assert out.shape == expected.shape and out.dtype == torch.float32
+        assert expected.std() > 0.05
+        torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    assert not any(p.requires_grad for p in fused.parameters())
+
+
+@needs_fused
+def test_fused_generator_with_a_style_code():
+    g = trained_looking_generator(use_vae=True, z_dim=8, crop_size=64)
+    lab = labels(2, 64)
+    z = torch.randn(2, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(fused_generator(g)(lab, z), g(lab, z), rtol=1e-4, atol=1e-5)
+        with pytest.raises(GeospadeError, match="crop size"):
+            fused_generator(g)(labels(1, 32), z[:1])
+
+
+@needs_fused
+def test_fused_generator_leaves_its_source_alone_and_checks_input():
+    g = trained_looking_generator()
+    before = {k: v.clone() for k, v in g.state_dict().items()}
+    fused = fused_generator(g)
+    assert all(torch.equal(before[k], v) for k, v in g.state_dict().items())
+    assert g.training is False and any("parametrizations" in k for k in g.state_dict())
+    with pytest.raises(GeospadeError, match="multiple of the generator's stride"):
+        fused(labels(1, 40))
+    with pytest.raises(GeospadeError, match="outside"):
+        fused(torch.full((1, 32, 32), K, dtype=torch.long))
+
+
+@needs_fused
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="no native bf16 on this CPU")
+@pytest.mark.parametrize("norm", ["spade", "clade"])
+def test_fused_generator_in_bf16(norm):
+    g = trained_looking_generator(norm=norm)
+    lab = labels(3, 32, seed=2)
+    with torch.no_grad():
+        expected = g(lab)
+        out = fused_generator(g, torch.bfloat16)(lab)
+    assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=torch.channels_last)
+    assert (out.float() - expected).abs().max() < 0.01
 
 
 @pytest.mark.skipif(not cpu_supports_bf16(), reason="no native bf16 on this CPU")

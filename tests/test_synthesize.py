@@ -384,6 +384,25 @@ def test_bf16_stays_close_to_fp32(tmp_path, textured_ckpt, landcover):
     assert diff.mean() < 0.02 and diff.max() < 0.1
 
 
+def test_cpu_synthesis_runs_the_fused_generator(textured_ckpt, landcover):
+    from geospade.models import FusedGenerator, Generator, fused_available
+    from geospade.synthesis import load_synthesis_model
+
+    if not fused_available():
+        pytest.skip("PyTorch lacks oneDNN fusion")
+    fused = load_synthesis_model(textured_ckpt, device="cpu", amp="none")
+    eager = load_synthesis_model(textured_ckpt, device="cpu", amp="none", fused=False)
+    assert isinstance(fused.generator, FusedGenerator)
+    assert isinstance(eager.generator, Generator)
+    with rasterio.open(landcover) as src:
+        raw = src.read(1, window=rasterio.windows.Window(0, 0, 128, 64))
+    labels = CHESAPEAKE7.encode(raw)
+    chips = np.stack([labels[:, :64], labels[:, 64:]])
+    a, b = fused(chips), eager(chips)
+    assert a.std() > 0.05
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
 @pytest.mark.parametrize("crash", [RuntimeError("boom"), KeyboardInterrupt()])
 def test_killed_run_leaves_no_output(tmp_path, ckpt, landcover, capsys, monkeypatch, crash):
     from geospade.synthesis.sliding import SynthesisModel

@@ -6,6 +6,11 @@ Everything takes explicit constructor arguments; ``Generator.config`` is a plain
 
 from geospade.models.discriminator import MultiscaleDiscriminator, PatchDiscriminator
 from geospade.models.encoder import StyleEncoder, kl_loss, reparameterize
+from geospade.models.fused import (
+    FusedGenerator,
+    fused_available,
+    fused_generator,
+)
 from geospade.models.generator import (
     Generator,
     SPADEResBlock,
@@ -26,10 +31,11 @@ from geospade.models.normalization import CLADE, SPADE, NormType, ParamFreeNorm,
 from geospade.models.precision import Amp, autocast_context, cpu_supports_bf16, to_channels_last
 
 __all__ = [
-    "CLADE", "SPADE", "Amp", "GanMode", "Generator", "MultiscaleDiscriminator", "NormType",
+    "CLADE", "SPADE", "Amp", "FusedGenerator", "GanMode", "Generator", "MultiscaleDiscriminator",
+    "NormType",
     "ParamFreeNorm", "PatchDiscriminator", "SPADEResBlock", "StyleEncoder", "UpsamplingLayers",
     "VGGLoss", "autocast_context", "bands_to_rgb", "build_generator", "cpu_supports_bf16",
-    "discriminator_loss", "feature_matching_loss", "generator_loss", "inference_generator",
-    "kl_loss", "load_vgg_loss",
-    "one_hot", "reparameterize", "to_channels_last",
+    "discriminator_loss", "feature_matching_loss", "fused_available", "fused_generator",
+    "generator_loss", "inference_generator", "kl_loss", "load_vgg_loss", "one_hot",
+    "reparameterize", "to_channels_last",
 ]

@@ -31,6 +31,7 @@ from geospade.models.normalization import (
 )
 
 INIT_GAIN = 0.02  # xavier-normal gain of every conv/linear, as in the SPADE paper's code release
+LEAKY_SLOPE = 0.2  # negative slope of the leaky ReLUs before each conv
 
 
 class UpsamplingLayers(str, Enum):
@@ -98,7 +99,7 @@ def is_channels_last(weight: torch.Tensor) -> bool:
 
 
 def _leaky(x: torch.Tensor) -> torch.Tensor:
-    return F.leaky_relu(x, 0.2)
+    return F.leaky_relu(x, LEAKY_SLOPE)
 
 
 class SPADEResBlock(nn.Module):
@@ -263,29 +264,12 @@ class Generator(nn.Module):
         Returns:
             (N, out_channels, H, W) in [-1, 1].
         """
-        check_labels(labels, self.num_classes)
-        n, height, width = labels.shape
-        if height % self.stride or width % self.stride or height == 0 or width == 0:
-            raise GeospadeError(
-                f"class map size {height}x{width} is not a multiple of the generator's stride "
-                f"{self.stride}"
-            )
+        n, size = check_generator_input(labels, self._config, self.stride)
         weight = self.conv_img.weight
         fmt = (torch.channels_last if self.channels_last or is_channels_last(weight)
                else torch.contiguous_format)
         maps = ClassMaps(labels, self.num_classes, memory_format=fmt, dtype=weight.dtype)
-        size = (height // self.stride, width // self.stride)
-        if size == (1, 1) and self._config["param_free_norm"] == ParamFreeNorm.INSTANCE.value:
-            raise GeospadeError(
-                f"instance norm needs a first feature map larger than 1x1: use chips of at least "
-                f"{2 * self.stride} px (2 x the generator's stride) or batch norm"
-            )
         if self.use_vae:
-            if (height, width) != (self.crop_size, self.crop_size):
-                raise GeospadeError(
-                    f"with use_vae the class map must be {self.crop_size}x{self.crop_size} (the "
-                    f"crop size), got {height}x{width}"
-                )
             if z is None:
                 z = torch.randn(n, self.z_dim, device=labels.device, dtype=weight.dtype)
             x = self.fc(z.to(weight.dtype)).view(n, self.first_channels, *size)
@@ -297,6 +281,37 @@ class Generator(nn.Module):
                 x = F.interpolate(x, scale_factor=2.0, mode="nearest")
             x = block(x, maps)
         return torch.tanh(self.conv_img(_leaky(x)))
+
+
+def check_generator_input(labels: torch.Tensor, config: dict[str, Any], stride: int
+                          ) -> tuple[int, tuple[int, int]]:
+    """Check a class map for a generator of ``config``; returns the batch size and the size of
+    the first feature map.
+
+    Raises:
+        GeospadeError: not (N, H, W) integer classes, a side not a multiple of ``stride``, a
+            1x1 first map with instance norm, or (VAE) a size other than the crop size.
+    """
+    check_labels(labels, config["num_classes"])
+    n, height, width = labels.shape
+    if height % stride or width % stride or height == 0 or width == 0:
+        raise GeospadeError(
+            f"class map size {height}x{width} is not a multiple of the generator's stride "
+            f"{stride}"
+        )
+    size = (height // stride, width // stride)
+    if size == (1, 1) and config["param_free_norm"] == ParamFreeNorm.INSTANCE.value:
+        raise GeospadeError(
+            f"instance norm needs a first feature map larger than 1x1: use chips of at least "
+            f"{2 * stride} px (2 x the generator's stride) or batch norm"
+        )
+    crop = config["crop_size"]
+    if config["use_vae"] and (height, width) != (crop, crop):
+        raise GeospadeError(
+            f"with use_vae the class map must be {crop}x{crop} (the crop size), got "
+            f"{height}x{width}"
+        )
+    return n, size
 
 
 def inference_generator(generator: Generator, dtype: torch.dtype | None = None,
@@ -346,5 +361,6 @@ def build_generator(config: dict[str, Any]) -> Generator:
     return Generator(**config)
 
 
-__all__ = ["Generator", "SPADEResBlock", "UpsamplingLayers", "build_generator", "conv2d",
+__all__ = ["Generator", "SPADEResBlock", "UpsamplingLayers", "build_generator",
+           "check_generator_input", "conv2d",
            "inference_generator", "init_weights", "param_free_norm_layer"]

@@ -133,7 +133,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def load_synthesis_model(checkpoint: str | Path, device: str | torch.device | None = None,
                          amp: str = "auto", seed: int = 0, style: str | Path | None = None,
-                         channels_last: bool | None = None) -> SynthesisModel:
+                         channels_last: bool | None = None, fused: bool | None = None
+                         ) -> SynthesisModel:
     """Load a checkpoint's generator (EMA weights when present) for inference.
 
     Args:
@@ -143,12 +144,20 @@ def load_synthesis_model(checkpoint: str | Path, device: str | torch.device | No
         seed: seed of the style code z of a VAE generator (ignored with ``style``).
         style: an image (any GDAL raster with the checkpoint's bands) whose style the output
             takes; needs a checkpoint with a style encoder.
-        channels_last: channels-last weights (default: with bf16).
+        channels_last: channels-last weights and feature maps (default: with bf16), for the
+            eager generator (GPUs, or ``fused=False``).
+        fused: on a CPU, the oneDNN-fused generator (:func:`geospade.models.fused_generator`;
+            it picks its own layout). Default: where PyTorch has it; ``False``: the eager one.
 
     Returns:
         A :class:`SynthesisModel`.
     """
-    from geospade.models import build_generator, inference_generator
+    from geospade.models import (
+        build_generator,
+        fused_available,
+        fused_generator,
+        inference_generator,
+    )
 
     data = load_checkpoint(checkpoint)
     dev = resolve_device(device)
@@ -179,11 +188,19 @@ def load_synthesis_model(checkpoint: str | Path, device: str | torch.device | No
         first = str(exc).strip().splitlines()[0][:160]
         raise GeospadeError(f"{checkpoint}: weights do not match generator_config ({first})"
                             ) from None
-    if channels_last is None:
-        channels_last = amp == "bf16"
-    # The inference copy is made on the CPU and then moved: the weights cross to the device once.
-    generator = inference_generator(generator, dtype=torch.bfloat16 if amp == "bf16" else None,
-                                    channels_last=channels_last).to(dev)
+    dtype = torch.bfloat16 if amp == "bf16" else None
+    if fused is None:
+        fused = dev.type == "cpu" and fused_available()
+    if fused and dev.type != "cpu":
+        raise GeospadeError("the fused generator runs on CPUs only")
+    if fused:
+        generator = fused_generator(generator, dtype)
+    else:
+        if channels_last is None:
+            channels_last = amp == "bf16"
+        # The inference copy is made on the CPU and then moved: the weights cross once.
+        generator = inference_generator(generator, dtype=dtype,
+                                        channels_last=channels_last).to(dev)
     z = None
     if style is not None and not (generator.use_vae and data.get("encoder")):
         raise GeospadeError(f"--style needs a checkpoint with a style encoder; {checkpoint} was "
