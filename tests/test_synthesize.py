@@ -403,6 +403,26 @@ def test_cpu_synthesis_runs_the_fused_generator(textured_ckpt, landcover):
     np.testing.assert_allclose(a, b, atol=1e-4)
 
 
+def test_cpu_synthesis_falls_back_without_onednn_fusion(textured_ckpt, monkeypatch):
+    import geospade.models
+    from geospade.models import Generator, fused
+    from geospade.synthesis import load_synthesis_model
+
+    def unsupported(*args, **kwargs):
+        raise RuntimeError("Unary Fusion behavior undefined.")
+
+    # A build whose post-ops fail: the probe says no, and synthesis runs the eager generator.
+    monkeypatch.setattr(fused.PackedConv, "binary", unsupported)
+    fused.fused_available.cache_clear()
+    try:
+        assert not fused.fused_available()
+    finally:
+        fused.fused_available.cache_clear()
+    monkeypatch.setattr(geospade.models, "fused_available", lambda: False)
+    model = load_synthesis_model(textured_ckpt, device="cpu", amp="none")
+    assert isinstance(model.generator, Generator)
+
+
 @pytest.mark.parametrize("crash", [RuntimeError("boom"), KeyboardInterrupt()])
 def test_killed_run_leaves_no_output(tmp_path, ckpt, landcover, capsys, monkeypatch, crash):
     from geospade.synthesis.sliding import SynthesisModel

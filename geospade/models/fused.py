@@ -26,6 +26,7 @@ ones ``torch.compile`` emits for frozen CPU models); where a build lacks them,
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -42,13 +43,32 @@ from geospade.models.generator import (
 from geospade.models.normalization import CLADE, SPADE, ClassMaps, NormType
 
 
+@functools.cache
 def fused_available() -> bool:
-    """Whether this PyTorch build has the oneDNN operators :class:`FusedGenerator` needs."""
+    """Whether this PyTorch build runs the oneDNN operators :class:`FusedGenerator` needs.
+
+    Checked once per process with a small convolution against ``F.conv2d`` (plain, with a
+    unary and with a binary post-op): a build may have the operators but not every post-op on
+    every CPU (e.g. Arm).
+    """
     try:
-        return bool(torch.backends.mkldnn.is_available()
-                    and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-                    and hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight"))
-    except (AttributeError, RuntimeError):
+        if not (torch.backends.mkldnn.is_available()
+                and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+                and hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight")):
+            return False
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(1, 3, 6, 5, generator=gen)
+        weight = torch.randn(4, 3, 3, 3, generator=gen)
+        bias = torch.randn(4, generator=gen)
+        other = torch.randn(1, 4, 6, 5, generator=gen)
+        conv = PackedConv(weight, bias, torch.float32, torch.contiguous_format, [1, 3, 6, 5])
+        expected = F.conv2d(x, weight, bias, padding=1)
+        with torch.no_grad():
+            checks = [(conv(x, "relu"), expected.relu()),
+                      (conv.binary(x, other, "mul"), expected * other),
+                      (conv.binary(x, other, "add"), expected + other)]
+        return all(torch.allclose(a, b, rtol=1e-4, atol=1e-4) for a, b in checks)
+    except (AttributeError, RuntimeError, NotImplementedError):
         return False
 
 
