@@ -88,7 +88,6 @@ class PackedConv:
                  memory_format: torch.memory_format, input_size: list[int]) -> None:
         k = weight.shape[-1]
         self.padding = [k // 2, k // 2]
-        self.out_channels = weight.shape[0]
         weight = weight.detach().to(dtype).contiguous(memory_format=memory_format)
         self.weight = torch._C._nn.mkldnn_reorder_conv2d_weight(
             weight.to_mkldnn(), self.padding, [1, 1], [1, 1], 1, list(input_size))
