@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geospade.errors import GeospadeError
 from geospade.models.generator import (
     LEAKY_SLOPE,
     Generator,
@@ -276,10 +277,11 @@ def fused_generator(generator: Generator, dtype: torch.dtype | None = None,
         batch_size: the batch it will usually see (picks oneDNN's weight layout).
 
     Raises:
-        RuntimeError: the PyTorch build lacks the operators (see :func:`fused_available`).
+        GeospadeError: the PyTorch build lacks the operators (see :func:`fused_available`).
     """
     if not fused_available():
-        raise RuntimeError("this PyTorch build has no oneDNN fused convolutions")
+        raise GeospadeError("this PyTorch build has no oneDNN fused convolutions (use the "
+                            "eager generator: inference_generator)")
     dtype = dtype or torch.float32
     # Spectral norm folded, eval mode, fp32 weights on the CPU: the folding is done in fp64/fp32
     # and each packed weight is cast to dtype once.
