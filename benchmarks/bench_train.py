@@ -43,8 +43,7 @@ from geospade.models import (
     MultiscaleDiscriminator,
     autocast_context,
     fused_available,
-    fused_generator,
-    inference_generator,
+    synthesis_generator,
     to_channels_last,
 )
 from geospade.training.step import GeneratorStep, TrainStep, adam
@@ -101,12 +100,9 @@ class Setup:
         # The generator as `geospade synthesize` runs it on a CPU (load_synthesis_model): the
         # oneDNN-fused form, or where PyTorch lacks it the eager inference copy (spectral norm
         # folded; in bf16 the weights stored bf16 and channels-last).
-        dtype = torch.bfloat16 if self.bf16 else None
-        if fused_available():
-            self.inference = fused_generator(self.generator, dtype, batch_size=len(self.labels))
-        else:
-            self.inference = inference_generator(self.generator, dtype=dtype,
-                                                 channels_last=self.bf16)
+        self.inference = synthesis_generator(
+            self.generator, "cpu", torch.bfloat16 if self.bf16 else None,
+            batch_size=len(self.labels))
 
     def infer(self) -> None:
         with torch.inference_mode(), self.autocast():

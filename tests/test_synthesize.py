@@ -404,7 +404,6 @@ def test_cpu_synthesis_runs_the_fused_generator(textured_ckpt, landcover):
 
 
 def test_cpu_synthesis_falls_back_without_onednn_fusion(textured_ckpt, monkeypatch):
-    import geospade.models
     from geospade.models import Generator, fused
     from geospade.synthesis import load_synthesis_model
 
@@ -418,7 +417,7 @@ def test_cpu_synthesis_falls_back_without_onednn_fusion(textured_ckpt, monkeypat
         assert not fused.fused_available()
     finally:
         fused.fused_available.cache_clear()
-    monkeypatch.setattr(geospade.models, "fused_available", lambda: False)
+    monkeypatch.setattr(fused, "fused_available", lambda: False)
     model = load_synthesis_model(textured_ckpt, device="cpu", amp="none")
     assert isinstance(model.generator, Generator)
 

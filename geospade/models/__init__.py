@@ -10,6 +10,7 @@ from geospade.models.fused import (
     FusedGenerator,
     fused_available,
     fused_generator,
+    synthesis_generator,
 )
 from geospade.models.generator import (
     Generator,
@@ -37,5 +38,5 @@ __all__ = [
     "VGGLoss", "autocast_context", "bands_to_rgb", "build_generator", "cpu_supports_bf16",
     "discriminator_loss", "feature_matching_loss", "fused_available", "fused_generator",
     "generator_loss", "inference_generator", "kl_loss", "load_vgg_loss", "one_hot",
-    "reparameterize", "to_channels_last",
+    "reparameterize", "synthesis_generator", "to_channels_last",
 ]

@@ -40,8 +40,10 @@ from geospade.models.generator import (
     SPADEResBlock,
     check_generator_input,
     inference_generator,
+    run_blocks,
+    style_input,
 )
-from geospade.models.normalization import CLADE, SPADE, ClassMaps, NormType
+from geospade.models.normalization import CLADE, SPADE, ClassMaps, NormType, class_modulate
 
 
 @functools.cache
@@ -147,14 +149,10 @@ class FusedCLADE:
         a, b = _affine(stats, c)
         table = layer.gamma_beta.weight.detach().double() + layer.gamma_offset.double()
         gamma_1, beta = table[:, :c], table[:, c:]
-        self.num_classes = layer.num_classes
         self.table = torch.cat([gamma_1 * a, beta + gamma_1 * b], dim=1).to(dtype)
 
     def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        index = torch.where((labels >= 0) & (labels < self.num_classes), labels,
-                            self.num_classes)
-        scale, shift = F.embedding(index, self.table).permute(0, 3, 1, 2).chunk(2, dim=1)
-        return torch.addcmul(shift, x, scale)
+        return class_modulate(x, labels, self.table)
 
 
 class FusedBlock:
@@ -207,8 +205,7 @@ class FusedGenerator(nn.Module):
 
     def __init__(self, generator: Generator, dtype: torch.dtype, batch_size: int) -> None:
         super().__init__()
-        config = generator.config
-        self._config = config
+        self._config = generator.config
         self.num_classes = generator.num_classes
         self.out_channels = generator.out_channels
         self.use_vae = generator.use_vae
@@ -254,16 +251,10 @@ class FusedGenerator(nn.Module):
         # Autocast has nothing to do here: every layer already runs in self.dtype.
         with torch.autocast("cpu", enabled=False):
             if self.fc is not None:
-                if z is None:
-                    z = torch.randn(n, self.z_dim, dtype=self.dtype)
-                x = self.fc(z.to(self.dtype)).view(n, self.first_channels, *size)
-                x = x.contiguous(memory_format=self.memory_format)
+                x = style_input(self.fc, z, n, self.first_channels, size, self.memory_format)
             else:
                 x = self.first_conv(maps.onehot_at(size))
-            for up, block in zip(self.upsample_before, self.blocks, strict=True):
-                if up:
-                    x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-                x = block(x, maps)
+            x = run_blocks(x, maps, self.blocks, self.upsample_before)
             return self.conv_img(F.leaky_relu(x, LEAKY_SLOPE), "tanh")
 
 
@@ -289,4 +280,36 @@ def fused_generator(generator: Generator, dtype: torch.dtype | None = None,
     return FusedGenerator(base, dtype, batch_size)
 
 
-__all__ = ["FusedGenerator", "PackedConv", "fused_available", "fused_generator"]
+def synthesis_generator(generator: Generator, device: torch.device | str = "cpu",
+                        dtype: torch.dtype | None = None, channels_last: bool | None = None,
+                        fused: bool | None = None, batch_size: int = 8) -> nn.Module:
+    """The form of ``generator`` that ``geospade synthesize`` runs on ``device``.
+
+    Args:
+        generator: a trained generator (not changed).
+        device: where it will run.
+        dtype: None (fp32) or torch.bfloat16.
+        channels_last: layout of the eager form (default: with bf16).
+        fused: the oneDNN-fused form (:func:`fused_generator`; CPUs only, it picks its own
+            layout). Default: on a CPU where :func:`fused_available`; otherwise the eager
+            :func:`~geospade.models.inference_generator` moved to ``device``.
+        batch_size: the batch the fused form will usually see.
+
+    Raises:
+        GeospadeError: ``fused`` on a device other than a CPU.
+    """
+    device = torch.device(device)
+    if fused is None:
+        fused = device.type == "cpu" and fused_available()
+    if fused and device.type != "cpu":
+        raise GeospadeError("the fused generator runs on CPUs only")
+    if fused:
+        return fused_generator(generator, dtype, batch_size)
+    if channels_last is None:
+        channels_last = dtype == torch.bfloat16
+    # Made where ``generator`` is (the CPU, for a loaded checkpoint) and then moved.
+    return inference_generator(generator, dtype=dtype, channels_last=channels_last).to(device)
+
+
+__all__ = ["FusedGenerator", "PackedConv", "fused_available", "fused_generator",
+           "synthesis_generator"]

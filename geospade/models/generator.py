@@ -8,6 +8,7 @@ to the output bands with tanh.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import Any
 
@@ -270,17 +271,33 @@ class Generator(nn.Module):
                else torch.contiguous_format)
         maps = ClassMaps(labels, self.num_classes, memory_format=fmt, dtype=weight.dtype)
         if self.use_vae:
-            if z is None:
-                z = torch.randn(n, self.z_dim, device=labels.device, dtype=weight.dtype)
-            x = self.fc(z.to(weight.dtype)).view(n, self.first_channels, *size)
-            x = x.contiguous(memory_format=fmt)
+            x = style_input(self.fc, z, n, self.first_channels, size, fmt)
         else:
             x = self.fc(maps.onehot_at(size))
-        for up, block in zip(self.upsample_before, self.blocks, strict=True):
-            if up:
-                x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-            x = block(x, maps)
+        x = run_blocks(x, maps, self.blocks, self.upsample_before)
         return torch.tanh(self.conv_img(_leaky(x)))
+
+
+def style_input(fc: nn.Linear, z: torch.Tensor | None, n: int, channels: int,
+                size: tuple[int, int], memory_format: torch.memory_format) -> torch.Tensor:
+    """The first feature map ``(n, channels, *size)`` of a VAE generator from its code ``z``
+    (``None``: drawn from N(0, 1)), computed in ``fc``'s dtype."""
+    weight = fc.weight
+    if z is None:
+        z = torch.randn(n, fc.in_features, device=weight.device, dtype=weight.dtype)
+    x = fc(z.to(weight.dtype)).view(n, channels, *size)
+    return x.contiguous(memory_format=memory_format)
+
+
+def run_blocks(x: torch.Tensor, maps: ClassMaps,
+               blocks: Iterable[Callable[[torch.Tensor, ClassMaps], torch.Tensor]],
+               upsample_before: list[bool]) -> torch.Tensor:
+    """The residual blocks, each after a nearest 2x upsampling where ``upsample_before``."""
+    for up, block in zip(upsample_before, blocks, strict=True):
+        if up:
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        x = block(x, maps)
+    return x
 
 
 def check_generator_input(labels: torch.Tensor, config: dict[str, Any], stride: int

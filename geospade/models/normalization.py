@@ -72,11 +72,24 @@ def one_hot(labels: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.f
     """
     if labels.dim() == 4:  # already one-hot (N, K, H, W)
         return labels.to(dtype)
-    labels = labels.long()
-    valid = (labels >= 0) & (labels < num_classes)
-    index = torch.where(valid, labels, num_classes)
-    out = F.one_hot(index, num_classes + 1)[..., :num_classes]
+    out = F.one_hot(class_rows(labels.long(), num_classes), num_classes + 1)[..., :num_classes]
     return out.permute(0, 3, 1, 2).to(dtype).contiguous()
+
+
+def class_rows(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Class indices with every value outside ``0..num_classes-1`` (the ignore index) mapped to
+    the extra row ``num_classes``."""
+    return torch.where((labels >= 0) & (labels < num_classes), labels, num_classes)
+
+
+def class_modulate(normalized: torch.Tensor, labels: torch.Tensor, table: torch.Tensor
+                   ) -> torch.Tensor:
+    """``normalized * table[c, :C] + table[c, C:]`` per pixel of class ``c`` (CLADE's
+    modulation; ``table`` is ``(num_classes + 1, 2C)``, its last row for the ignore index)."""
+    index = class_rows(labels, table.shape[0] - 1)
+    # (N, h, w, 2C) viewed as (N, 2C, h, w): channels-last strides, no copy.
+    scale, shift = F.embedding(index, table).permute(0, 3, 1, 2).chunk(2, dim=1)
+    return torch.addcmul(shift, normalized, scale)
 
 
 def nearest_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -233,12 +246,8 @@ class CLADE(nn.Module):
 
     def modulate(self, normalized: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Apply the per-class gamma/beta of ``labels`` (N, h, w) at the activation's size."""
-        index = torch.where((labels >= 0) & (labels < self.num_classes), labels, self.num_classes)
-        # (N, h, w, 2C) viewed as (N, 2C, h, w): channels-last strides, no copy.
         table = (self.gamma_beta.weight + self.gamma_offset).to(normalized.dtype)
-        gamma_1_beta = F.embedding(index, table).permute(0, 3, 1, 2)
-        gamma_1, beta = gamma_1_beta.chunk(2, dim=1)
-        return torch.addcmul(beta, normalized, gamma_1)
+        return class_modulate(normalized, labels, table)
 
     def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
         """Normalise ``x`` (N, C, h, w) and modulate it by the class map.

@@ -148,16 +148,12 @@ def load_synthesis_model(checkpoint: str | Path, device: str | torch.device | No
             eager generator (GPUs, or ``fused=False``).
         fused: on a CPU, the oneDNN-fused generator (:func:`geospade.models.fused_generator`;
             it picks its own layout). Default: where PyTorch has it; ``False``: the eager one.
+            (:func:`geospade.models.synthesis_generator` makes the choice.)
 
     Returns:
         A :class:`SynthesisModel`.
     """
-    from geospade.models import (
-        build_generator,
-        fused_available,
-        fused_generator,
-        inference_generator,
-    )
+    from geospade.models import build_generator, synthesis_generator
 
     data = load_checkpoint(checkpoint)
     dev = resolve_device(device)
@@ -188,19 +184,8 @@ def load_synthesis_model(checkpoint: str | Path, device: str | torch.device | No
         first = str(exc).strip().splitlines()[0][:160]
         raise GeospadeError(f"{checkpoint}: weights do not match generator_config ({first})"
                             ) from None
-    dtype = torch.bfloat16 if amp == "bf16" else None
-    if fused is None:
-        fused = dev.type == "cpu" and fused_available()
-    if fused and dev.type != "cpu":
-        raise GeospadeError("the fused generator runs on CPUs only")
-    if fused:
-        generator = fused_generator(generator, dtype)
-    else:
-        if channels_last is None:
-            channels_last = amp == "bf16"
-        # The inference copy is made on the CPU and then moved: the weights cross once.
-        generator = inference_generator(generator, dtype=dtype,
-                                        channels_last=channels_last).to(dev)
+    generator = synthesis_generator(generator, dev, torch.bfloat16 if amp == "bf16" else None,
+                                    channels_last=channels_last, fused=fused)
     z = None
     if style is not None and not (generator.use_vae and data.get("encoder")):
         raise GeospadeError(f"--style needs a checkpoint with a style encoder; {checkpoint} was "
