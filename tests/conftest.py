@@ -2,12 +2,46 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from pathlib import Path
 
 import pytest
 
 from geospade.landscape import make_landscape
 from geospade.raster.tiling import tile
+
+
+def _is_loopback(address) -> bool:
+    host = address[0] if isinstance(address, tuple) else address
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline(tmp_path_factory):
+    """No test reaches the network or a user's cached weights.
+
+    Connections to anything but loopback (the DDP test's rendezvous) raise, and torch hub's cache
+    is an empty folder, so VGG/Inception weight lookups see what a fresh machine sees.
+    """
+    patch = pytest.MonkeyPatch()
+    patch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+    patch.delenv("GEOSPADE_INCEPTION_WEIGHTS", raising=False)
+    connect = socket.socket.connect
+
+    def loopback_only(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
+            raise RuntimeError(f"a test tried to reach the network: {address}")
+        return connect(sock, address)
+
+    patch.setattr(socket.socket, "connect", loopback_only)
+    yield
+    patch.undo()
 
 
 @pytest.fixture(scope="session")

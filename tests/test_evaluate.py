@@ -181,3 +181,41 @@ def test_cli_rejects_missing_files(chips, checkpoint, tmp_path, capsys):
                      capsys)
     assert "not a readable checkpoint" in err
     assert not (tmp_path / "r.json").exists()
+
+
+@pytest.fixture(scope="module")
+def inception_weights(tmp_path_factory):
+    """Random Inception v3 weights in torchvision's layout (no ImageNet weights here).
+
+    Batch-norm statistics are taken from one batch of random images, so features stay finite
+    and of unit scale in eval mode instead of vanishing with the default (0, 1) statistics.
+    """
+    from torchvision.models import inception_v3
+
+    torch.manual_seed(0)
+    net = inception_v3(weights=None, aux_logits=True, init_weights=False)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 1.0
+    with torch.no_grad():
+        net.train()(torch.rand(4, 3, 299, 299) * 2 - 1)
+    path = tmp_path_factory.mktemp("inception") / "inception_random.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_fid_with_local_inception_weights(chips, checkpoint, inception_weights, tmp_path):
+    out = tmp_path / "report.json"
+    report = evaluate(checkpoint, chips, "val", out, segmenter=None,
+                      inception_weights=inception_weights, device="cpu", quiet=True)
+    data = json.loads(out.read_text())
+    assert data["fid"]["available"] is True
+    assert str(inception_weights) in data["fid"]["note"]
+    assert data["fid"]["note"].startswith("FID on bands ['red', 'green', 'blue']")
+    fid = {name: m["fid"] for name, m in data["methods"].items()}
+    # The shuffled-real baseline is the same images in another order: the same feature set.
+    assert fid["shuffled_real"] == pytest.approx(0.0, abs=1e-6 * fid["model"])
+    # An untrained generator and flat class means are far from real imagery.
+    assert fid["model"] > 1.0 and fid["class_mean"] > 1.0
+    assert np.isfinite([fid["model"], fid["class_mean"]]).all()
+    assert "FID" in format_summary(report)

@@ -2,12 +2,17 @@
 
 import numpy as np
 import pytest
+import torch
 
+from geospade.errors import GeospadeError
 from geospade.evaluation.metrics import (
     SpectralHistograms,
     TextureStats,
+    find_inception_weights,
     frechet_distance,
     gradient_magnitude,
+    inception_features,
+    load_inception,
     wasserstein_1d,
 )
 from geospade.evaluation.segmenter import ConfusionMatrix
@@ -92,3 +97,57 @@ def test_frechet_distance_is_zero_for_same_features_and_grows_with_a_shift():
     feats = np.random.default_rng(3).normal(size=(200, 8))
     assert frechet_distance(feats, feats) == pytest.approx(0.0, abs=1e-6)
     assert frechet_distance(feats, feats + 2.0) == pytest.approx(8 * 4.0, rel=1e-6)
+
+
+def test_frechet_distance_of_a_scaled_copy_is_its_mean_norm_plus_trace():
+    # X against 2X: |mu|^2 + tr(C) + tr(4C) - 2 tr(sqrt(4 C^2)) = |mu|^2 + tr(C).
+    feats = np.random.default_rng(4).normal(loc=0.5, size=(300, 6)) @ np.diag([1, 2, 3, 1, 1, 4])
+    expected = feats.mean(axis=0) @ feats.mean(axis=0) + np.trace(np.cov(feats, rowvar=False))
+    assert frechet_distance(feats, 2 * feats) == pytest.approx(expected, rel=1e-6)
+    # Rounding never makes it negative.
+    assert frechet_distance(feats, feats[::-1]) >= 0.0
+
+
+class _Recorder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inputs = []
+
+    def forward(self, x):
+        self.inputs.append(x.clone())
+        return x.mean(dim=(2, 3))
+
+
+def test_inception_features_pass_images_in_minus_one_to_one_at_299_px():
+    # torchvision's Inception weights expect [-1, 1] inputs (what transform_input=True makes of
+    # ImageNet-normalised ones): a constant image must reach the net unchanged.
+    images = np.stack([np.full((3, 16, 16), v, np.float32) for v in (-1.0, -0.25, 0.5)])
+    images[1, 2] = 1.0
+    net = _Recorder()
+    feats = inception_features(net, images, batch=2)
+    assert [tuple(x.shape) for x in net.inputs] == [(2, 3, 299, 299), (1, 3, 299, 299)]
+    np.testing.assert_allclose(feats, [[-1, -1, -1], [-0.25, -0.25, 1.0], [0.5, 0.5, 0.5]],
+                               atol=1e-6)
+    assert feats.dtype == np.float64
+
+
+def test_inception_weights_are_found_locally_and_bad_files_fail_in_one_line(tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("GEOSPADE_INCEPTION_WEIGHTS", raising=False)
+    assert find_inception_weights() is None
+    with pytest.raises(GeospadeError, match="Inception weights not found"):
+        find_inception_weights(tmp_path / "missing.pth")
+    # torchvision's own file name in the torch hub cache.
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    (hub / "inception_v3_google-0cc3c7bd.pth").write_bytes(b"not a state dict")
+    assert find_inception_weights() == hub / "inception_v3_google-0cc3c7bd.pth"
+    env = tmp_path / "mine.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, env)
+    monkeypatch.setenv("GEOSPADE_INCEPTION_WEIGHTS", str(env))
+    assert find_inception_weights() == env
+    for bad in (hub / "inception_v3_google-0cc3c7bd.pth", env):
+        with pytest.raises(GeospadeError, match="cannot load Inception weights") as info:
+            load_inception(bad)
+        assert "\n" not in str(info.value).strip()

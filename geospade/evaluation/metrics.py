@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geospade.errors import GeospadeError
+from geospade.errors import GeospadeError, first_line
 from geospade.schemes import IGNORE_INDEX
 from geospade.training.validation import wasserstein_1d
 
@@ -203,38 +203,51 @@ def find_inception_weights(path: str | os.PathLike | None = None) -> Path | None
 
 
 def load_inception(weights: Path, device: str = "cpu"):
-    """torchvision's Inception v3 with local ImageNet weights, returning 2048-d pool features."""
+    """torchvision's Inception v3 with local ImageNet weights, returning 2048-d pool features.
+
+    The weights (ported from Google's TensorFlow model) take images scaled to [-1, 1]:
+    torchvision feeds them ImageNet-normalised images and rescales them with
+    ``transform_input=True``. :func:`inception_features` passes [-1, 1] images straight in,
+    so the net is built with ``transform_input=False``: the same inputs, without the round trip.
+    """
     import torch
     from torchvision.models import inception_v3
 
-    net = inception_v3(weights=None, aux_logits=True, init_weights=False)
+    net = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=False)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         net.load_state_dict(state)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one user-facing error
-        raise GeospadeError(f"cannot load Inception weights from {weights}: {exc}") from None
+        raise GeospadeError(f"cannot load Inception weights from {weights}: "
+                           f"{first_line(exc)}") from None
     net.fc = torch.nn.Identity()
     return net.eval().to(device)
 
 
 def inception_features(net, images: np.ndarray, device: str = "cpu", batch: int = 16) -> np.ndarray:
-    """2048-d Inception features of RGB images ``(N, 3, H, W)`` normalised to [-1, 1]."""
+    """2048-d Inception features of RGB images ``(N, 3, H, W)`` normalised to [-1, 1].
+
+    Each image is resized to 299 x 299 (bilinear) and given to ``net`` in [-1, 1], the scaling
+    its weights were trained with (see :func:`load_inception`).
+    """
     import torch
     import torch.nn.functional as F
 
-    mean = torch.tensor([0.485, 0.456, 0.406], device=device)[None, :, None, None]
-    std = torch.tensor([0.229, 0.224, 0.225], device=device)[None, :, None, None]
     out = []
     with torch.no_grad():
         for i in range(0, len(images), batch):
             x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch])).float().to(device)
-            x = F.interpolate((x + 1) / 2, size=(299, 299), mode="bilinear", align_corners=False)
-            out.append(net((x - mean) / std).cpu().numpy().astype(np.float64))
+            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+            out.append(net(x).cpu().numpy().astype(np.float64))
     return np.concatenate(out)
 
 
 def frechet_distance(feat_a: np.ndarray, feat_b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to feature sets ``(N, D)`` (the FID formula)."""
+    """Fréchet distance between Gaussians fitted to feature sets ``(N, D)`` (the FID formula).
+
+    A squared distance, so never negative: float rounding of equal distributions (about 1e-8
+    of the traces) is returned as 0.
+    """
     mu_a, mu_b = feat_a.mean(axis=0), feat_b.mean(axis=0)
     cov_a = np.atleast_2d(np.cov(feat_a, rowvar=False))
     cov_b = np.atleast_2d(np.cov(feat_b, rowvar=False))
@@ -244,7 +257,7 @@ def frechet_distance(feat_a: np.ndarray, feat_b: np.ndarray) -> float:
     eig = np.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a)
     tr_sqrt = np.sqrt(np.clip(eig, 0, None)).sum()
     diff = mu_a - mu_b
-    return float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2 * tr_sqrt)
+    return max(0.0, float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2 * tr_sqrt))
 
 
 def rgb_band_indices(band_names: Sequence[str]) -> list[int] | None:

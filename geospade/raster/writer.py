@@ -33,7 +33,7 @@ from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.windows import Window
 
-from geospade.errors import GeospadeError
+from geospade.errors import GeospadeError, first_line
 from geospade.raster.codecs import check_codec, codec_options, cog_codec_options
 
 DEFAULT_BLOCK_SIZE = 256
@@ -542,7 +542,7 @@ def _tile_offsets(paths: Sequence[Path]) -> tuple[list[_Tile], Grid, dict[str, A
                                src.dtypes[0], src.nodata, src.descriptions,
                                tuple(src.colorinterp)))
         except rasterio.errors.RasterioIOError as exc:
-            raise GeospadeError(f"{p} is not a readable raster ({str(exc).splitlines()[0]})"
+            raise GeospadeError(f"{p} is not a readable raster ({first_line(exc)})"
                                 ) from None
     p0, crs0, t0, *_ = metas[0]
     _, _, _, _, _, count0, dtype0, nodata0, desc0, interp0 = metas[0]

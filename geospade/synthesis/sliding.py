@@ -35,7 +35,7 @@ from rasterio.windows import Window, from_bounds
 from rasterio.windows import transform as window_transform
 from tqdm import tqdm
 
-from geospade.errors import GeospadeError
+from geospade.errors import GeospadeError, first_line
 from geospade.normalization import BandStats, denormalize, normalize
 from geospade.raster.codecs import check_codec
 from geospade.raster.writer import (
@@ -181,8 +181,8 @@ def load_synthesis_model(checkpoint: str | Path, device: str | torch.device | No
     try:
         generator.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0][:160]
-        raise GeospadeError(f"{checkpoint}: weights do not match generator_config ({first})"
+        raise GeospadeError(f"{checkpoint}: weights do not match generator_config "
+                            f"({first_line(exc)})"
                             ) from None
     generator = synthesis_generator(generator, dev, torch.bfloat16 if amp == "bf16" else None,
                                     channels_last=channels_last, fused=fused)
@@ -220,7 +220,7 @@ def _encode_style(style: str | Path, encoder_state: dict, encoder_config: dict |
             image = src.read(out_shape=(src.count, chip_size, chip_size),
                              resampling=rasterio.enums.Resampling.bilinear)
     except rasterio.errors.RasterioIOError as exc:
-        raise GeospadeError(f"cannot read style image {path}: {str(exc).splitlines()[0]}"
+        raise GeospadeError(f"cannot read style image {path}: {first_line(exc)}"
                             ) from None
     if encoder_config:
         config = dict(encoder_config)
@@ -390,8 +390,7 @@ def load_edits(path: str | Path, field_name: str | None, scheme: ClassScheme, cr
     try:
         gdf = gpd.read_file(path)
     except Exception as exc:  # noqa: BLE001 - pyogrio/fiona raise their own error types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise GeospadeError(f"cannot read edits {path}: {first}") from None
+        raise GeospadeError(f"cannot read edits {path}: {first_line(exc)}") from None
     if field_name not in gdf.columns:
         fields = ", ".join(c for c in gdf.columns if c != gdf.geometry.name) or "none"
         raise GeospadeError(f"edits {path} have no field {field_name!r} (fields: {fields})")
@@ -565,7 +564,7 @@ def synthesize(
         src = rasterio.open(landcover)
     except rasterio.errors.RasterioIOError as exc:
         raise GeospadeError(f"{landcover} is not a readable raster "
-                            f"({str(exc).strip().splitlines()[0][:160]})") from None
+                            f"({first_line(exc)})") from None
     with src, bounded_gdal_cache():
         if window is not None:
             area = parse_window(window, src.width, src.height)

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from geospade.errors import GeospadeError
+from geospade.errors import GeospadeError, first_line
 
 CHECKPOINT_FORMAT = "geospade-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -71,8 +71,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         data = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
             AttributeError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GeospadeError(f"{path} is not a readable checkpoint ({first[:160]})") from None
+        raise GeospadeError(f"{path} is not a readable checkpoint ({first_line(exc)})"
+                            ) from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise GeospadeError(f"{path} is not a geospade checkpoint")
     version = data.get("format_version")
