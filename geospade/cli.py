@@ -8,6 +8,7 @@ unreadable file or interrupt ends in a one-line message and a non-zero exit, nev
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -71,6 +72,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("geospade: aborted", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # `geospade` (or a group) alone: the help, as with --help.
+        click.echo(exc.ctx.get_help())
     except click.UsageError as exc:
         # One line, like every other error; the hint names the help to read.
         where = exc.ctx.command_path if exc.ctx is not None else "geospade"
@@ -85,6 +89,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except GeospadeError as exc:
         click.echo(f"geospade: error: {_one_line(exc)}", err=True)
+        sys.exit(1)
+    except BrokenPipeError:
+        # Output piped into a reader that stopped early (`geospade info chips | head`): no
+        # message, and nothing more written to the closed pipe when Python flushes at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
     except (OSError, ValueError) as exc:
         # Unreadable files (rasterio's RasterioIOError is an OSError), bad values from libraries.
@@ -102,8 +111,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _debug() -> bool:
-    import os
-
     return os.environ.get("GEOSPADE_DEBUG", "") not in ("", "0")
 
 

@@ -1,4 +1,4 @@
-"""`geospade demo`: the whole product on a synthetic landscape, in a few minutes on a laptop CPU.
+"""`geospade demo`: the whole product on a synthetic landscape, in about 3 minutes on 2 CPU cores.
 
 It runs the pipeline of :data:`DEMO_CONFIG` (the same content as ``pipelines/demo.toml``, kept
 here so the demo works from an installed package): make a synthetic land cover + 4-band imagery
@@ -16,7 +16,7 @@ from typing import Any
 
 from geospade.pipeline import PipelineResult, run_pipeline
 
-# Sized for ~5 minutes on two CPU cores (see the comments in pipelines/demo.toml).
+# Sized for about 3 minutes on two CPU cores (see the comments in pipelines/demo.toml).
 DEMO_CONFIG: dict[str, Any] = {
     "out": "geospade-demo",
     "landscape": {

@@ -17,3 +17,13 @@ def first_line(exc: BaseException, limit: int = 160) -> str:
     """
     lines = str(exc).strip().splitlines()
     return lines[0][:limit] if lines else type(exc).__name__
+
+
+def check_seed(seed: int) -> None:
+    """A seed is a non-negative integer (as numpy's and torch's generators expect).
+
+    Raises:
+        GeospadeError: naming the option, rather than numpy's "expected non-negative integer".
+    """
+    if seed < 0:
+        raise GeospadeError(f"--seed must be a non-negative integer, not {seed}")

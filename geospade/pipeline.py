@@ -13,10 +13,15 @@ A pipeline config is a TOML file (or the same dict) with one table per stage; se
 Outputs, under ``out``: ``landscape/`` (if any), ``chips/``, ``run/checkpoint.pt``,
 ``synthetic.tif``, ``report.json`` + ``report.png``, and ``pipeline-state.json``, which records a
 fingerprint per stage: a hash of the stage's settings and of the size and modification time of
-each input file (source rasters, the upstream stage's outputs). A stage is skipped when its
-outputs exist and its fingerprint is unchanged; once one stage runs, every later stage runs too,
-so a changed setting reruns that stage and the ones after it. An interrupted training run with an
-unchanged fingerprint is resumed from its last checkpoint rather than restarted.
+each input file (source rasters, the upstream stage's outputs) — not of their content, so a file
+that is rewritten or touched counts as changed. A stage is skipped when its outputs exist and its
+fingerprint is unchanged; once one stage runs, every later stage runs too, so a changed setting
+reruns that stage and the ones after it. An interrupted training run with an unchanged
+fingerprint is resumed from its last checkpoint rather than restarted.
+
+Every table is checked before any stage runs: unknown options, values of the wrong type (against
+the stage function's signature), and what would only fail later (an evaluation split the tiling
+gives no chips, a chip size the generator cannot take).
 """
 
 from __future__ import annotations
@@ -26,25 +31,31 @@ import hashlib
 import inspect
 import json
 import os
+import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Mapping
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from geospade.atomic import atomic_path
 from geospade.errors import GeospadeError
 from geospade.toml_files import read_toml
 
 STAGES = ("landscape", "tile", "train", "synthesize", "evaluate")
 STATE_FILE = "pipeline-state.json"
 STATE_VERSION = 1
-EVALUATE_KEYS = {
-    "split", "segmenter", "segmenter_steps", "batch_size", "device", "seed", "inception_weights",
-    "figure",
+EVALUATE_KEYS: dict[str, type] = {
+    "split": str, "segmenter": bool, "segmenter_steps": int, "batch_size": int, "device": str,
+    "seed": int, "inception_weights": str, "figure": bool,
 }
+"""The options of an ``[evaluate]`` table and their types (the pipeline maps them onto
+:func:`geospade.evaluation.report.evaluate`'s arguments)."""
+SPLIT_FRACTIONS = {"val": "val_fraction", "test": "test_fraction", "train": None}
 TOP_KEYS = {"out", "name", "description", *STAGES}
 
 Say = Callable[[str], None]
@@ -109,14 +120,8 @@ def _read_state(out: Path) -> dict[str, Any]:
 
 
 def _write_state(out: Path, state: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{STATE_FILE}.", suffix=".tmp", dir=out)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(state, fh, indent=2)
-        os.replace(tmp, out / STATE_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out / STATE_FILE) as tmp:
+        tmp.write_text(json.dumps(state, indent=2))
 
 
 # -- stages -------------------------------------------------------------------------------------
@@ -145,6 +150,66 @@ def _check_keys(stage: str, section: Mapping[str, Any], allowed: set[str] | None
             f"unknown option(s) in [{stage}]: {', '.join(unknown)} "
             f"(allowed: {', '.join(sorted(allowed))})"
         )
+
+
+def _check_types(stage: str, section: Mapping[str, Any], types_: Mapping[str, Any]) -> None:
+    """Each option's value against its type (options without a known type are not checked)."""
+    for key, value in section.items():
+        expected = types_.get(key)
+        if expected is not None and not _is_a(value, expected):
+            raise GeospadeError(f"[{stage}]: {key} must be {_type_name(expected)}, not {value!r}")
+
+
+def _is_a(value: Any, tp: Any) -> bool:
+    """Whether a config value fits a type annotation (paths are strings in TOML)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_a(value, t) for t in args)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is Path:
+        return isinstance(value, (str, os.PathLike))
+    if origin in (tuple, list, Sequence):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(map(_is_a, value, args))
+        return not args or all(_is_a(v, args[0]) for v in value)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True  # Any, callables, …: left to the stage function
+
+
+def _type_name(tp: Any) -> str:
+    """``int``, ``str or list of float``, … (None is left out: TOML has no null)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        names = dict.fromkeys(_type_name(t) for t in args if t is not type(None))
+        return " or ".join(names)
+    if tp is Path:
+        return "str"
+    if origin in (tuple, list, Sequence):
+        return f"list of {_type_name(args[0])}" if args else "list"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _parameter_types(fn: Callable) -> dict[str, Any]:
+    """The annotated types of ``fn``'s arguments (empty for a function without annotations)."""
+    hints = typing.get_type_hints(fn)
+    hints.pop("return", None)
+    return hints
+
+
+def _default(fn: Callable, name: str) -> Any:
+    """``fn``'s default for argument ``name`` (None when it has no such argument or default)."""
+    param = inspect.signature(fn).parameters.get(name)
+    return None if param is None or param.default is param.empty else param.default
 
 
 def _allowed(fn: Callable, exclude: set[str]) -> set[str] | None:
@@ -189,10 +254,12 @@ def build_stages(config: Mapping[str, Any], out: Path, quiet: bool = False) -> l
     # landscape (optional) ------------------------------------------------------------------
     tile_cfg = dict(config["tile"])
     fns = stage_functions()
+    _check_types("tile", tile_cfg, _parameter_types(fns["tile"]))
     if "landscape" in config:
         land = dict(config["landscape"])
         _check_keys("landscape", land,
                     _allowed(fns["landscape"], {"landcover_path", "imagery_path"}))
+        _check_types("landscape", land, _parameter_types(fns["landscape"]))
         folder = out / "landscape"
         lc_path, im_path = folder / "landcover.tif", folder / "imagery.tif"
         if "landcover" in tile_cfg or "imagery" in tile_cfg:
@@ -201,12 +268,21 @@ def build_stages(config: Mapping[str, Any], out: Path, quiet: bool = False) -> l
             )
 
         def run_landscape(resume: bool, land=land, folder=folder) -> None:
+            created = not folder.exists()
             folder.mkdir(parents=True, exist_ok=True)
             tmp_lc = folder / ".landcover.tif.tmp"
             tmp_im = folder / ".imagery.tif.tmp"
-            fns["landscape"](tmp_lc, tmp_im, **land)
-            os.replace(tmp_im, im_path)
-            os.replace(tmp_lc, lc_path)
+            try:
+                fns["landscape"](tmp_lc, tmp_im, **land)
+                os.replace(tmp_im, im_path)
+                os.replace(tmp_lc, lc_path)
+            except BaseException:
+                # No half-made landscape: neither temporary files nor a folder made for them.
+                tmp_lc.unlink(missing_ok=True)
+                tmp_im.unlink(missing_ok=True)
+                if created and not any(folder.iterdir()):
+                    folder.rmdir()
+                raise
 
         stages.append(Stage("landscape", land, [], [lc_path, im_path], run_landscape))
     else:
@@ -237,11 +313,19 @@ def build_stages(config: Mapping[str, Any], out: Path, quiet: bool = False) -> l
     from geospade.training.config import TrainConfig
 
     train_cfg = dict(config["train"])
-    TrainConfig.from_dict(train_cfg, source="[train]")  # validate now, before any work
+    train_config = TrainConfig.from_dict(train_cfg, source="[train]")  # validate before any work
+    _check_chip_size(tile_opts.get("size", _default(fns["tile"], "size")), train_config)
     run_dir = out / "run"
     checkpoint = run_dir / "checkpoint.pt"
+    # [evaluate] is checked here already: its split is what training must find chips for.
+    ev_cfg = dict(config["evaluate"])
+    _check_keys("evaluate", ev_cfg, set(EVALUATE_KEYS))
+    _check_types("evaluate", ev_cfg, EVALUATE_KEYS)
+    split = ev_cfg.get("split", _default(fns["evaluate"], "split"))
+    _check_evaluate(ev_cfg, split, tile_opts, fns["tile"])
 
     def run_train(resume: bool) -> None:
+        _check_split_has_chips(chips, split)  # tiling may still have given it no chips
         if resume:
             fns["train"](chips, run_dir, train_cfg, resume=True, quiet=quiet)
         else:
@@ -251,6 +335,7 @@ def build_stages(config: Mapping[str, Any], out: Path, quiet: bool = False) -> l
 
     # synthesize -----------------------------------------------------------------------------
     syn_cfg = dict(config["synthesize"])
+    _check_types("synthesize", syn_cfg, _parameter_types(fns["synthesize"]))
     syn_lc = _path(base, syn_cfg.pop("landcover")) if "landcover" in syn_cfg else lc_path
     edits = _path(base, syn_cfg.pop("edits")) if syn_cfg.get("edits") else None
     syn_cfg.pop("edits", None)
@@ -269,9 +354,7 @@ def build_stages(config: Mapping[str, Any], out: Path, quiet: bool = False) -> l
                                        "edits": str(edits) if edits else None},
                         syn_inputs, [synthetic], run_synthesize))
 
-    # evaluate -------------------------------------------------------------------------------
-    ev_cfg = dict(config["evaluate"])
-    _check_keys("evaluate", ev_cfg, EVALUATE_KEYS)
+    # evaluate (its table was checked with train's) ------------------------------------------
     report_path = out / "report.json"
 
     def run_evaluate(resume: bool) -> None:
@@ -294,6 +377,64 @@ def build_stages(config: Mapping[str, Any], out: Path, quiet: bool = False) -> l
     stages.append(Stage("evaluate", ev_cfg, [checkpoint, chips / "manifest.json"], ev_outputs,
                         run_evaluate))
     return stages
+
+
+def _check_chip_size(size: Any, train_config: Any) -> None:
+    """The generator only takes chips whose side is a multiple of its stride (train fails else)."""
+    from geospade.models.generator import UpsamplingLayers
+
+    layers = train_config.num_upsampling_layers
+    stride = 2 ** UpsamplingLayers(layers).count
+    if isinstance(size, int) and (size < stride or size % stride):
+        raise GeospadeError(
+            f"[tile] size {size} is not a multiple of the generator's stride {stride} "
+            f'([train] num_upsampling_layers = "{layers}"): use a multiple of {stride}'
+        )
+
+
+def _check_evaluate(ev_cfg: Mapping[str, Any], split: Any, tile_opts: Mapping[str, Any],
+                    tile_fn: Callable) -> None:
+    """Values of ``[evaluate]``, and a split that the ``[tile]`` settings give chips."""
+    if split not in SPLIT_FRACTIONS:
+        raise GeospadeError(
+            f"[evaluate]: split must be one of {', '.join(SPLIT_FRACTIONS)}, not {split!r}"
+        )
+    for key in ("segmenter_steps", "batch_size"):
+        if key in ev_cfg and ev_cfg[key] < 1:
+            raise GeospadeError(f"[evaluate]: {key} must be at least 1, not {ev_cfg[key]}")
+    fraction_key = SPLIT_FRACTIONS[split]
+    if fraction_key is None:
+        return
+    fraction = tile_opts.get(fraction_key, _default(tile_fn, fraction_key))
+    if isinstance(fraction, (int, float)) and fraction <= 0:
+        raise GeospadeError(
+            f'[evaluate] split = "{split}" needs {split} chips, but [tile] {fraction_key} is '
+            f"{fraction}: set [tile] {fraction_key} (e.g. 0.2) or evaluate another split"
+        )
+
+
+def _check_split_has_chips(chips: Path, split: str) -> None:
+    """After tiling: the chip store has chips in the split ``[evaluate]`` reads."""
+    try:
+        counts = json.loads((chips / "manifest.json").read_text()).get("counts")
+    except (OSError, ValueError, AttributeError):
+        return  # an unreadable store is train's error to report
+    if isinstance(counts, dict) and counts.get(split) == 0:
+        raise GeospadeError(
+            f"chip store {chips} has no {split!r} chips for [evaluate]: raise [tile] "
+            f"{SPLIT_FRACTIONS[split]} or evaluate another split"
+        )
+
+
+def _check_device(stage: str, device: Any) -> None:
+    """An unknown device, or CUDA on a machine without it, fails now rather than mid-run."""
+    if isinstance(device, str) and device != "auto":
+        from geospade.synthesis.sliding import resolve_device
+
+        try:
+            resolve_device(device)
+        except GeospadeError as exc:
+            raise GeospadeError(f"[{stage}]: {exc}") from None
 
 
 def _default_say(quiet: bool) -> Say:
@@ -326,8 +467,10 @@ def run_pipeline(
         A :class:`PipelineResult`.
 
     Raises:
-        GeospadeError: a bad config (unknown sections or options, missing inputs) before any
-            work, or any stage's error.
+        GeospadeError: a bad config (unknown sections or options, values of the wrong type,
+            missing inputs, an evaluation split the tiling gives no chips, a chip size the
+            generator cannot take) before any work, or any stage's error. A first run that
+            fails before any stage finished leaves no work folder behind.
     """
     if isinstance(config, (str, Path)):
         config = load_config(config)
@@ -337,6 +480,8 @@ def run_pipeline(
     if out is None:
         if "out" not in config:
             raise GeospadeError("pipeline config has no `out` folder; pass one (-o DIR)")
+        if not isinstance(config["out"], str):
+            raise GeospadeError(f"pipeline config: out must be str, not {config['out']!r}")
         out = _path(base, config["out"])
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -346,12 +491,30 @@ def run_pipeline(
         raise GeospadeError(f"--force takes all or a stage of this pipeline ({', '.join(names)})")
     stages = build_stages(config, out, quiet=quiet)
     made: set[Path] = set()
-    for stage in stages:  # inputs no earlier stage makes must exist before any work
+    for stage in stages:  # inputs no earlier stage makes, and devices, must exist before any work
         for p in stage.inputs:
             if p not in made and not p.exists():
                 raise GeospadeError(f"[{stage.name}] input not found: {p}")
         made.update(stage.outputs)
+        _check_device(stage.name, stage.settings.get("device"))
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        result = _run_stages(stages, out, force, say)
+    except BaseException:
+        # A first run that failed before any stage finished leaves no work folder behind.
+        if created and {p.name for p in out.iterdir()} <= {STATE_FILE}:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    result.paths = _output_paths(stages, out)
+    report_path = out / "report.json"
+    if report_path.is_file():
+        result.report = json.loads(report_path.read_text())
+    return result
+
+
+def _run_stages(stages: list[Stage], out: Path, force: str | None, say: Say) -> PipelineResult:
+    """Run or skip each stage in order (see :func:`run_pipeline`), recording their state."""
     state = _read_state(out)
     result = PipelineResult(out=out)
     rerun = force == "all"
@@ -378,11 +541,6 @@ def run_pipeline(
         _write_state(out, state)
         result.status[stage.name] = "resumed" if resume else "ran"
         rerun = True  # every later stage runs after this one
-
-    result.paths = _output_paths(stages, out)
-    report_path = out / "report.json"
-    if report_path.is_file():
-        result.report = json.loads(report_path.read_text())
     return result
 
 

@@ -8,6 +8,7 @@ A scheme maps each raw value of a land-cover raster to an index ``0..K-1``. Valu
 from __future__ import annotations
 
 import json
+import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,9 +51,29 @@ class ClassScheme:
             raise GeospadeError(
                 f"class scheme {self.name!r} has more than {IGNORE_INDEX - 1} classes"
             )
-        values = [c.value for c in self.classes]
-        if len(set(values)) != len(values):
-            raise GeospadeError(f"class scheme {self.name!r} repeats a raw value")
+        by_value: dict[int, str] = {}
+        by_name: dict[str, str] = {}
+        for c in self.classes:
+            if c.value in by_value:
+                raise GeospadeError(
+                    f"class scheme {self.name!r} gives raw value {c.value} to two classes "
+                    f"({by_value[c.value]!r} and {c.name!r})"
+                )
+            by_value[c.value] = c.name
+            # Names are matched ignoring case and spaces around them (index_of, --edit-field),
+            # so two names that differ only so would make a class name ambiguous.
+            key = c.name.strip().lower()
+            if not key:
+                raise GeospadeError(
+                    f"class scheme {self.name!r}: the class of value {c.value} has an empty name"
+                )
+            if key in by_name:
+                raise GeospadeError(
+                    f"class scheme {self.name!r} has two classes named {by_name[key]!r} and "
+                    f"{c.name!r} (class names are matched ignoring case)"
+                )
+            by_name[key] = c.name
+        values = list(by_value)
         clash = set(values) & (set(self.nodata) | set(self.ignore))
         if clash:
             raise GeospadeError(
@@ -197,24 +218,73 @@ class ClassScheme:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> ClassScheme:
-        try:
-            classes = tuple(
-                LandCoverClass(
-                    value=_integral(c["value"]),
-                    name=str(c["name"]),
-                    color=_parse_color(c.get("color", "#808080")),
+    def from_dict(cls, data: Mapping, origin: str | None = None) -> ClassScheme:
+        """A scheme from its JSON form (see :meth:`to_dict`), checking every key.
+
+        Args:
+            data: ``{"name", "nodata", "ignore", "classes": [{"value", "name", "color"}]}``;
+                only ``classes`` and each class's ``value`` and ``name`` are required.
+            origin: where ``data`` came from (a file name), for error messages.
+
+        Raises:
+            GeospadeError: a missing, unknown or mistyped key, or an inconsistent scheme, in
+                one line naming the key and ``origin``.
+        """
+        where = f"invalid class scheme {origin}" if origin else "invalid class scheme"
+        if not isinstance(data, Mapping):
+            raise GeospadeError(
+                f"{where}: expected a JSON object with a 'classes' list, not {_kind(data)}"
+            )
+        _check_scheme_keys(where, "", data, _SCHEME_KEYS)
+        if "classes" not in data:
+            raise GeospadeError(
+                f"{where}: missing key 'classes' (a list of "
+                '{"value": 1, "name": "water", "color": "#1f78b4"} objects)'
+            )
+        if not isinstance(data["classes"], list):
+            raise GeospadeError(
+                f"{where}: 'classes' must be a list of class objects, not {_kind(data['classes'])}"
+            )
+        name = data.get("name", "custom")
+        if not isinstance(name, str):
+            raise GeospadeError(f"{where}: 'name' must be a string, not {_kind(name)}")
+        classes = []
+        for i, c in enumerate(data["classes"]):
+            at = f"classes[{i}]"
+            if not isinstance(c, Mapping):
+                raise GeospadeError(
+                    f"{where}: {at} must be an object with 'value' and 'name', not {_kind(c)}"
                 )
-                for c in data["classes"]
-            )
-            return cls(
-                name=str(data.get("name", "custom")),
-                classes=classes,
-                nodata=tuple(_as_list(data.get("nodata"))),
-                ignore=tuple(_as_list(data.get("ignore"))),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise GeospadeError(f"invalid class scheme: {exc}") from None
+            _check_scheme_keys(where, f"{at} ", c, _CLASS_KEYS)
+            for key in ("value", "name"):
+                if key not in c:
+                    raise GeospadeError(f"{where}: {at} has no {key!r} key")
+            if not _is_number(c["value"]) or not float(c["value"]).is_integer():
+                raise GeospadeError(
+                    f"{where}: {at} 'value' must be an integer, not {c['value']!r}"
+                )
+            if not isinstance(c["name"], str):
+                raise GeospadeError(f"{where}: {at} 'name' must be a string, not {c['name']!r}")
+            color = _parse_color(c.get("color", "#808080"))
+            if color is None:
+                raise GeospadeError(
+                    f'{where}: {at} \'color\' must be "#rrggbb" or [r, g, b] (0-255), '
+                    f"not {c['color']!r}"
+                )
+            classes.append(LandCoverClass(int(c["value"]), c["name"], color))
+        unlabelled = {}
+        for key in ("nodata", "ignore"):
+            values = data.get(key)
+            values = [] if values is None else values if isinstance(values, list) else [values]
+            if not all(_is_number(v) for v in values):
+                raise GeospadeError(
+                    f"{where}: {key!r} must be a number or a list of numbers, not {data[key]!r}"
+                )
+            unlabelled[key] = tuple(values)
+        try:
+            return cls(name=name, classes=tuple(classes), **unlabelled)
+        except GeospadeError as exc:
+            raise GeospadeError(f"{where}: {exc}") from None
 
     def same_classes(self, other: ClassScheme) -> bool:
         """True when both schemes map the same raw values to the same indices."""
@@ -239,29 +309,49 @@ def _plain_number(v) -> int | float:
     return int(f) if f.is_integer() else f
 
 
-def _integral(v) -> int:
-    f = float(v)
-    if not f.is_integer():
-        raise ValueError(f"class value {v!r} is not an integer")
-    return int(f)
+_SCHEME_KEYS = ("name", "nodata", "ignore", "classes")
+_CLASS_KEYS = ("value", "name", "color")
 
 
-def _as_list(v) -> list:
+def _check_scheme_keys(where: str, at: str, data: Mapping, allowed: tuple[str, ...]) -> None:
+    """Unknown keys are errors: a misspelt "colour" must not silently become grey."""
+    unknown = [str(k) for k in data if k not in allowed]
+    if unknown:
+        raise GeospadeError(
+            f"{where}: {at}unknown key(s) {', '.join(map(repr, unknown))} "
+            f"(allowed: {', '.join(allowed)})"
+        )
+
+
+def _kind(v) -> str:
+    """How a JSON value reads in an error message: ``a list``, ``the number 5``, …"""
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, Mapping):
+        return "an object"
+    if isinstance(v, str):
+        return f"the string {v!r}"
     if v is None:
-        return []
-    if isinstance(v, (int, float)):
-        return [v]
-    return list(v)
+        return "null"
+    return repr(v)
 
 
-def _parse_color(c) -> tuple[int, int, int]:
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _parse_color(c) -> tuple[int, int, int] | None:
+    """``"#rrggbb"`` or ``[r, g, b]`` (an alpha after them is ignored); None when neither."""
     if isinstance(c, str):
-        s = c.lstrip("#")
-        if len(s) != 6:
-            raise ValueError(f"colour {c!r} is not #rrggbb")
+        s = c.removeprefix("#")
+        if len(s) != 6 or not all(ch in string.hexdigits for ch in s):
+            return None
         return (int(s[0:2], 16), int(s[2:4], 16), int(s[4:6], 16))
-    r, g, b = (int(x) for x in list(c)[:3])
-    return (r, g, b)
+    if isinstance(c, (list, tuple)) and len(c) in (3, 4) and all(
+        isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 255 for x in c
+    ):
+        return (c[0], c[1], c[2])
+    return None
 
 
 def _scheme(name: str, rows: Iterable[tuple[int, str, tuple[int, int, int]]], nodata=(), ignore=()):
@@ -356,4 +446,4 @@ def load_scheme(name_or_path: str | Path | ClassScheme) -> ClassScheme:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise GeospadeError(f"cannot read scheme file {path}: {exc}") from None
-    return ClassScheme.from_dict(data)
+    return ClassScheme.from_dict(data, origin=str(path))

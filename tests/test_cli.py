@@ -1,6 +1,8 @@
 """The command-line shell: help, version, one-line errors, `geospade info`."""
 
 import json
+import subprocess
+import sys
 
 from cli_runner import run_cli as run
 
@@ -21,6 +23,22 @@ def test_every_command_has_help(capsys):
         code, out, _ = run([name, "--help"], capsys)
         assert code == 0, name
         assert "Usage: geospade" in out
+
+
+def test_no_arguments_print_the_help(capsys):
+    code, out, err = run([], capsys)
+    assert code == 0 and err == ""
+    assert out.startswith("Usage: geospade") and all(name in out for name in COMMANDS)
+
+
+def test_output_into_a_closed_pipe_is_quiet():
+    # `geospade ... | head`: the reader has gone before geospade writes.
+    proc = subprocess.Popen([sys.executable, "-c", "from geospade.cli import main; main()",
+                             "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1
+    assert err == ""
 
 
 def test_version(capsys):

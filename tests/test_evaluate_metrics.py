@@ -147,7 +147,12 @@ def test_inception_weights_are_found_locally_and_bad_files_fail_in_one_line(tmp_
     torch.save({"conv.weight": torch.zeros(1)}, env)
     monkeypatch.setenv("GEOSPADE_INCEPTION_WEIGHTS", str(env))
     assert find_inception_weights() == env
-    for bad in (hub / "inception_v3_google-0cc3c7bd.pth", env):
-        with pytest.raises(GeospadeError, match="cannot load Inception weights") as info:
+    for bad, message in ((hub / "inception_v3_google-0cc3c7bd.pth", "not a readable Inception"),
+                         (env, "does not hold torchvision's Inception v3 weights")):
+        with pytest.raises(GeospadeError, match=message) as info:
             load_inception(bad)
         assert "\n" not in str(info.value).strip()
+    # A mistyped variable is an error, not a silent "FID skipped".
+    monkeypatch.setenv("GEOSPADE_INCEPTION_WEIGHTS", str(tmp_path / "typo.pth"))
+    with pytest.raises(GeospadeError, match="typo.pth .from .GEOSPADE_INCEPTION_WEIGHTS"):
+        find_inception_weights()

@@ -371,7 +371,7 @@ def test_vgg_unavailable_is_reported_not_raised(monkeypatch, tmp_path):
         load_vgg_loss(wrong)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(GeospadeError, match="cannot read VGG19 weights"):
+    with pytest.raises(GeospadeError, match="is not a readable VGG19 weights file"):
         load_vgg_loss(garbage)
 
 

@@ -8,6 +8,7 @@ import torch
 from test_train_chipstore import make_chip_store
 
 from geospade.data.chips import ChipDataset
+from geospade.errors import GeospadeError
 from geospade.models.encoder import StyleEncoder
 from geospade.models.generator import build_generator
 from geospade.models.precision import cpu_supports_bf16
@@ -168,3 +169,14 @@ def test_threads_option_applies_while_training_and_is_restored(store, tmp_path):
     assert torch.get_num_threads() == 2
     with pytest.raises(Exception, match="threads"):
         TrainConfig(threads=-1)
+
+
+def test_negative_seed_is_refused_by_name(store, tmp_path):
+    # A TOML config reaches TrainConfig without the CLI's range check.
+    with pytest.raises(GeospadeError, match="seed must be 0 or more, not -1"):
+        TrainConfig(seed=-1)
+    config = tmp_path / "train.toml"
+    config.write_text("seed = -1\n")
+    with pytest.raises(GeospadeError, match="seed must be 0 or more"):
+        train(store, tmp_path / "run", config=config, quiet=True, **TINY)
+    assert not (tmp_path / "run").exists()

@@ -126,6 +126,8 @@ def test_resume_reads_the_config_file_too(trained, stores, tmp_path, capsys):
 
 @pytest.mark.parametrize("content, message", [
     (b"\x00garbage, not a zip", "not a readable checkpoint"),
+    (b"hello\n", "not a readable checkpoint (truncated or not a PyTorch file: KeyError)"),
+    ("truncated", "not a readable checkpoint (truncated or not a PyTorch file: OSError)"),
     ("foreign", "not a geospade checkpoint"),
 ])
 def test_corrupt_or_foreign_checkpoint(stores, tmp_path, capsys, content, message):
@@ -133,6 +135,10 @@ def test_corrupt_or_foreign_checkpoint(stores, tmp_path, capsys, content, messag
     run_dir.mkdir()
     if content == "foreign":
         torch.save({"state_dict": {"w": torch.zeros(2)}}, run_dir / "checkpoint.pt")
+    elif content == "truncated":
+        whole = tmp_path / "whole.pt"
+        torch.save({"w": torch.zeros(4096)}, whole)
+        (run_dir / "checkpoint.pt").write_bytes(whole.read_bytes()[:5000])
     else:
         (run_dir / "checkpoint.pt").write_bytes(content)
     before = (run_dir / "checkpoint.pt").read_bytes()
@@ -175,3 +181,91 @@ def test_vgg_off_is_announced(stores, tmp_path, capsys):
     assert code == 0, err
     assert "perceptual (VGG) loss OFF" in err
     assert "checkpoint:" in out
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture()
+def old_run(stores, tmp_path):
+    """A finished 1-step run in tmp_path/run, to be overwritten."""
+    run_dir = tmp_path / "run"
+    main(["train", str(stores["good"]), "-o", str(run_dir), "--steps", "1", *TINY])
+    return run_dir
+
+
+def _siblings(run_dir):
+    return sorted(p.name for p in run_dir.parent.iterdir() if p.name.startswith(".run"))
+
+
+@pytest.mark.parametrize("failure", ["nan", "corrupt chip"])
+def test_overwrite_keeps_the_old_run_when_the_new_one_fails(stores, old_run, tmp_path, capsys,
+                                                            failure):
+    before = _snapshot(old_run)
+    chips, extra = stores["good"], []
+    if failure == "nan":
+        extra = ["--lambda-fm", "1e300"]
+    else:
+        chips = tmp_path / "chips"
+        import shutil
+
+        shutil.copytree(stores["good"], chips)
+        for image in (chips / "images").glob("*.tif"):
+            image.write_text("not a raster")
+    code, _, err = run(["train", str(chips), "-o", str(old_run), "--overwrite", "--steps", "2",
+                        *extra, *TINY], capsys)
+    assert code == 1
+    one_line_error(err)
+    assert _snapshot(old_run) == before  # the old run, byte for byte
+    assert _siblings(old_run) == []
+
+
+def test_overwrite_replaces_the_old_run_once_the_new_one_checkpoints(stores, old_run, capsys):
+    (old_run / "notes.txt").write_text("from the old run")
+    code, _, err = run(["train", str(stores["good"]), "-o", str(old_run), "--overwrite",
+                        "--steps", "2", *TINY], capsys)
+    assert code == 0, err
+    assert not (old_run / "notes.txt").exists()
+    assert torch.load(old_run / "checkpoint.pt", weights_only=True)["step"] == 2
+    assert _siblings(old_run) == []
+
+
+def test_a_new_run_that_fails_leaves_nothing_to_block_a_retry(stores, tmp_path, capsys):
+    run_dir = tmp_path / "nested" / "run"
+    code, _, err = run(["train", str(stores["good"]), "-o", str(run_dir), "--steps", "2",
+                        "--lambda-fm", "1e300", *TINY], capsys)
+    assert code == 1 and "became inf" in one_line_error(err)
+    assert not run_dir.exists()
+    code, _, err = run(["train", str(stores["good"]), "-o", str(run_dir), "--steps", "1",
+                        *TINY], capsys)
+    assert code == 0, err
+    # Written files are readable by others, as any new file (not mkstemp's 0600).
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("checkpoint.pt", "config.toml", "metrics.csv"):
+        assert (run_dir / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def test_resume_to_a_step_already_reached_is_an_error(stores, old_run, capsys):
+    before = _snapshot(old_run)
+    code, _, err = run(["train", str(stores["good"]), "-o", str(old_run), "--resume",
+                        "--steps", "1", "--quiet"], capsys)
+    assert code == 1
+    assert "nothing to do: the checkpoint is at step 1" in one_line_error(err)
+    assert _snapshot(old_run) == before
+
+
+def test_unknown_device_and_unwritable_folder(stores, tmp_path, capsys, monkeypatch):
+    code, _, err = run(["train", str(stores["good"]), "-o", str(tmp_path / "r"),
+                        *TINY, "--device", "foo"], capsys)
+    assert code == 1 and "unknown device 'foo'" in one_line_error(err)
+    assert not (tmp_path / "r").exists()
+    import geospade.training.loop as loop
+
+    monkeypatch.setattr(loop.os, "access", lambda path, mode: str(path) != str(tmp_path))
+    code, _, err = run(["train", str(stores["good"]), "-o", str(tmp_path / "r"), *TINY], capsys)
+    assert code == 1 and f"output folder {tmp_path} is not writable" in one_line_error(err)

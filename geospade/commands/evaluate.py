@@ -27,7 +27,7 @@ import click
               help="Chips per generator call.")
 @click.option("--device", default="auto", show_default=True,
               help="Torch device: auto (CUDA when available), cpu, cuda, cuda:1 ...")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the shuffled-real baseline and of generator noise.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report and figure.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars and no summary table.")

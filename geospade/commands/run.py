@@ -13,14 +13,17 @@ from geospade.pipeline import STAGES
               help="Work folder (default: the config's `out`, relative to the config file).")
 @click.option("--force", type=click.Choice(["all", *STAGES]),
               help="Rerun this stage and every later one even if they are up to date.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars, stage messages or summary.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bars, stage messages or evaluation summary; only the paths of "
+                   "the outputs are printed (and errors).")
 def command(config: str, out: str | None, force: str | None, quiet: bool) -> None:
     """Run the pipeline in CONFIG (a TOML file; see pipelines/demo.toml).
 
     Stages: [landscape] (optional synthetic inputs) -> tile -> train -> synthesize -> evaluate.
     A stage is skipped when its outputs exist and its settings and input files are unchanged
     (fingerprints in OUT/pipeline-state.json); a changed setting reruns that stage and the ones
-    after it. An interrupted training run is resumed.
+    after it (an input counts as changed when its size or modification time does). An
+    interrupted training run is resumed. The whole config is checked before any stage runs.
 
     Example: geospade run pipelines/chesapeake.toml
     """

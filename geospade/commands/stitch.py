@@ -11,7 +11,8 @@ from geospade.commands import codec_option
 @click.argument("tiles", nargs=-1, required=True,
                 type=click.Path(dir_okay=False, path_type=str))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=str),
-              help="Output GeoTIFF covering all tiles.")
+              help="Output GeoTIFF covering all tiles (never one of the TILES, even with "
+                   "--overwrite).")
 @click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF (GDAL's COG driver).")
 @codec_option()
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")

@@ -14,15 +14,19 @@ from geospade.commands import codec_option
 @click.argument("landcover", type=click.Path(dir_okay=False, path_type=str))
 @click.option("-o", "--out", default=None, type=click.Path(dir_okay=False, path_type=str),
               help="Output GeoTIFF: same CRS, transform and size as LANDCOVER (or its --bbox / "
-                   "--window part), one band per checkpoint band, source dtype.")
+                   "--window part), one band per checkpoint band, source dtype. It may not be "
+                   "one of the inputs, even with --overwrite.")
 @click.option("--edits", default=None, type=click.Path(dir_okay=False, path_type=str),
               help="Vector file (any format geopandas reads, any CRS) of polygons to burn into "
-                   "the class map before synthesis, e.g. fields to turn into forest.")
+                   "the class map before synthesis, e.g. fields to turn into forest; other "
+                   "geometry types are an error, and a warning says when no polygon overlaps "
+                   "the land cover.")
 @click.option("--edit-field", default=None,
               help="Attribute of --edits holding each polygon's class: a raw class value (2) or "
                    "a class name ('tree canopy and shrubs').")
 @click.option("--save-landcover", default=None, type=click.Path(dir_okay=False, path_type=str),
-              help="Also write the (edited) class map, in raw scheme values, to this GeoTIFF.")
+              help="Also write the (edited) class map, in raw scheme values, to this GeoTIFF "
+                   "(not OUT, and never an input, even with --overwrite).")
 @click.option("--overlap", default=None, type=int,
               help="Pixels shared by neighbouring windows, cross-faded to hide seams; at most "
                    "half the window [default: a quarter of the checkpoint's chip size].")
@@ -30,15 +34,18 @@ from geospade.commands import codec_option
               help="Windows per generator call.")
 @click.option("--device", default=None,
               help="Torch device: cpu, cuda, cuda:1 … [default: cuda when available, else cpu].")
-@click.option("--seed", default=0, show_default=True, type=int,
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seed of the style code of a VAE checkpoint; the same seed gives the same "
                    "bytes.")
 @click.option("--style", default=None, type=click.Path(dir_okay=False, path_type=str),
-              help="Image whose style the output copies (checkpoints with a style encoder).")
+              help="Image whose style the output copies (checkpoints with a style encoder): "
+                   "the checkpoint's bands and dtype; georeferencing is not needed.")
 @click.option("--bbox", default=None,
-              help="Synthesize only MINX,MINY,MAXX,MAXY (in LANDCOVER's CRS).")
+              help="Synthesize only the pixels that MINX,MINY,MAXX,MAXY (in LANDCOVER's CRS) "
+                   "touches; the box must lie inside LANDCOVER's bounds (it is not clipped).")
 @click.option("--window", default=None,
-              help="Synthesize only COL_OFF,ROW_OFF,WIDTH,HEIGHT (pixels of LANDCOVER).")
+              help="Synthesize only COL_OFF,ROW_OFF,WIDTH,HEIGHT (pixels of LANDCOVER); the "
+                   "window must lie inside LANDCOVER (it is not clipped).")
 @click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF (GDAL's COG driver).")
 @codec_option()
 @click.option("--amp", type=click.Choice(["auto", "bf16", "none"]), default="auto",
@@ -48,10 +55,12 @@ from geospade.commands import codec_option
                    "bf16 forces it; none is fp32.")
 @click.option("--tiles-only", default=None, type=click.Path(file_okay=False, path_type=str),
               help="Instead of OUT, write one GeoTIFF per strip of windows into this folder; "
-                   "join them with 'geospade stitch'.")
-@click.option("--rank", default=None, type=int,
-              help="With --tiles-only: this process's share of the strips [default: $RANK or 0].")
-@click.option("--world-size", default=None, type=int,
+                   "join them with 'geospade stitch'. LANDCOVER must be north-up (stitch "
+                   "joins north-up tiles).")
+@click.option("--rank", default=None, type=click.IntRange(min=0),
+              help="With --tiles-only: this process's share of the strips, 0..WORLD_SIZE-1 "
+                   "[default: $RANK or 0].")
+@click.option("--world-size", default=None, type=click.IntRange(min=1),
               help="With --tiles-only: number of processes sharing the work "
                    "[default: $WORLD_SIZE or 1].")
 @click.option("--unknown", type=click.Choice(["error", "ignore"]), default="error",
@@ -87,9 +96,9 @@ def command(checkpoint: str, landcover: str, out: str | None, edits: str | None,
     from geospade.synthesis.sliding import format_summary, synthesize
 
     if rank is None:
-        rank = int(os.environ.get("RANK", "0") or 0)
+        rank = _env_int("RANK", 0)
     if world_size is None:
-        world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        world_size = _env_int("WORLD_SIZE", 1)
     if out is None and tiles_only is None:
         raise GeospadeError("give -o OUT.tif (or --tiles-only DIR)")
     if out is not None and tiles_only is not None:
@@ -103,3 +112,16 @@ def command(checkpoint: str, landcover: str, out: str | None, edits: str | None,
     )
     if not quiet:
         click.echo(format_summary(summary))
+
+
+def _env_int(name: str, default: int) -> int:
+    """An integer environment variable (torchrun's RANK, WORLD_SIZE), or ``default``."""
+    from geospade.errors import GeospadeError
+
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise GeospadeError(f"${name} must be an integer, not {value!r}") from None

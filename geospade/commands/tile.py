@@ -33,7 +33,7 @@ from geospade.commands import codec_option
                    "straddling blocks of two splits are dropped, so val/test never overlap train.")
 @click.option("--workers", default=1, show_default=True, type=int,
               help="Processes reading and writing chips.")
-@click.option("--seed", default=0, show_default=True, type=int,
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seed of the split assignment and of the normalisation sample.")
 @click.option("--unknown", type=click.Choice(["error", "ignore"]), default="error",
               show_default=True,

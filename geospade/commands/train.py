@@ -57,7 +57,7 @@ def _flag(name: str, help_: str):
       "or fp16 (CUDA, with gradient scaling). [none]")
 @_flag("--channels-last/--no-channels-last", "Channels-last feature maps (fastest with bf16); "
        "the parameters stay contiguous for fused Adam. [off]")
-@_opt("--seed", int, "Seed of weights, data order, augmentation and noise. [0]")
+@_opt("--seed", click.IntRange(min=0), "Seed of weights, data order, augmentation and noise. [0]")
 @_opt("--workers", click.IntRange(min=0), "DataLoader worker processes. [0]")
 @_opt("--threads", click.IntRange(min=0), "Torch CPU threads while training; 0 keeps torch's "
       "default. On a small shared machine 1 can beat 2. [0]")

@@ -27,6 +27,7 @@ import numpy as np
 
 from geospade.errors import GeospadeError, first_line
 from geospade.schemes import IGNORE_INDEX
+from geospade.torch_files import read_torch_file
 from geospade.training.validation import wasserstein_1d
 
 __all__ = [
@@ -184,6 +185,9 @@ def find_inception_weights(path: str | os.PathLike | None = None) -> Path | None
 
     Looks at ``path``, then ``$GEOSPADE_INCEPTION_WEIGHTS``, then torch hub's checkpoint folder
     for torchvision's file names. Never downloads.
+
+    Raises:
+        GeospadeError: ``path`` or ``$GEOSPADE_INCEPTION_WEIGHTS`` names a missing file.
     """
     if path is not None:
         p = Path(path)
@@ -191,7 +195,10 @@ def find_inception_weights(path: str | os.PathLike | None = None) -> Path | None
             raise GeospadeError(f"Inception weights not found: {p}")
         return p
     env = os.environ.get("GEOSPADE_INCEPTION_WEIGHTS")
-    if env and Path(env).is_file():
+    if env:
+        if not Path(env).is_file():
+            raise GeospadeError(f"Inception weights not found: {env} "
+                                "(from $GEOSPADE_INCEPTION_WEIGHTS)")
         return Path(env)
     import torch.hub
 
@@ -214,12 +221,12 @@ def load_inception(weights: Path, device: str = "cpu"):
     from torchvision.models import inception_v3
 
     net = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=False)
+    state = read_torch_file(weights, "Inception v3 weights file")
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
         net.load_state_dict(state)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is one user-facing error
-        raise GeospadeError(f"cannot load Inception weights from {weights}: "
-                           f"{first_line(exc)}") from None
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise GeospadeError(f"{weights} does not hold torchvision's Inception v3 weights "
+                            f"({first_line(exc)})") from None
     net.fc = torch.nn.Identity()
     return net.eval().to(device)
 

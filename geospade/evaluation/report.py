@@ -20,9 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -32,20 +30,24 @@ import numpy as np
 import torch
 
 from geospade import __version__
-from geospade.errors import GeospadeError
+from geospade.atomic import atomic_path
+from geospade.errors import GeospadeError, check_seed
 from geospade.evaluation import metrics
 from geospade.evaluation.segmenter import (
     DEFAULT_SEGMENTER,
     ConfusionMatrix,
     SegmenterSettings,
     cache_path,
-    load_segmenter,
+    cache_segmenter,
+    load_cached_segmenter,
     predict,
-    save_segmenter,
     train_segmenter,
+    user_cache_dir,
 )
 from geospade.normalization import BandStats, denormalize, normalize
+from geospade.raster.writer import prepare_output
 from geospade.schemes import ClassScheme
+from geospade.synthesis.sliding import resolve_device
 
 REPORT_FORMAT = "geospade-evaluation"
 REPORT_VERSION = 1
@@ -60,13 +62,6 @@ Painter = Callable[[np.ndarray, Sequence[int]], np.ndarray]
 def progress_enabled(quiet: bool = False) -> bool:
     """Progress bars are shown only on a terminal and without ``--quiet``."""
     return not quiet and sys.stderr.isatty()
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``None``/``"auto"`` -> CUDA when available, else CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 # -- painters ------------------------------------------------------------------------------------
@@ -251,21 +246,23 @@ def evaluate(
         The report (see ``report.json``; NaN values are None).
 
     Raises:
-        GeospadeError: missing files, scheme/band mismatch, an empty split, outputs that exist.
+        GeospadeError: missing files, scheme/band mismatch, an empty split, an unknown device,
+            outputs that exist or whose folder cannot be written (all before any work).
     """
     from geospade.data.chips import ChipDataset, open_chip_store
     from geospade.training.checkpoint import load_checkpoint
 
+    check_seed(seed)
     checkpoint, chips = Path(checkpoint), Path(chips)
     out = Path(out) if out is not None else None
     fig_path = _figure_path(out, figure)
     for path in (out, fig_path):
-        if path is not None and path.exists() and not overwrite:
-            raise GeospadeError(f"{path} exists (use --overwrite to replace it)")
+        if path is not None:
+            prepare_output(path, overwrite)  # exists without overwrite, or cannot be written
+    dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint)
     store = open_chip_store(chips)
     _check_compatible(ckpt, store.scheme, store.bands, checkpoint, chips)
-    dev = resolve_device(device)
     painter = generator_painter(ckpt, store.bands, dev, seed=seed)
     report = evaluate_painter(
         painter, chips, split, segmenter=segmenter, inception_weights=inception_weights,
@@ -313,11 +310,12 @@ def evaluate_painter(
     """
     from tqdm.auto import tqdm
 
+    check_seed(seed)
     if dataset_cls is None:
         from geospade.data.chips import ChipDataset as dataset_cls
 
     chips = Path(chips)
-    dev = resolve_device(device) if not isinstance(device, torch.device) else device
+    dev = resolve_device(device)
     show = progress_enabled(quiet)
     data = dataset_cls(chips, split)
     store = data.store
@@ -329,11 +327,11 @@ def evaluate_painter(
         train = data
     notes: list[str] = []
 
-    # Segmentation consistency: a U-Net trained on real train chips (cached per chip store).
+    # Segmentation consistency: a U-Net trained on real train chips (cached per chip store, or
+    # in the user's cache folder when the store is read-only).
     seg_net, seg_info = None, None
     if segmenter is not None:
-        path = cache_path(chips, segmenter)
-        seg_net = load_segmenter(path, dev)
+        seg_net, path = load_cached_segmenter(chips, segmenter, dev)
         cached = seg_net is not None
         if seg_net is None:
             def load(i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -341,8 +339,15 @@ def evaluate_painter(
                 return item["image"].numpy(), item["mask"].numpy().astype(np.uint8)
 
             seg_net = train_segmenter(load, len(train), c, k, segmenter, dev, progress=show)
-            save_segmenter(path, seg_net, segmenter, c, k)
-        seg_info = {"settings": asdict(segmenter), "cache": str(path), "cached": cached}
+            path = cache_segmenter(chips, seg_net, segmenter, c, k)
+        if path is None:
+            notes.append(f"segmenter not cached: neither chip store {chips} nor "
+                         f"{user_cache_dir()} can be written, so it is retrained every time")
+        elif path != cache_path(chips, segmenter):
+            notes.append(f"segmenter cached in {path}, not in chip store {chips}, which cannot "
+                         "be written")
+        seg_info = {"settings": asdict(segmenter), "cache": None if path is None else str(path),
+                    "cached": cached}
 
     # FID only with local Inception weights.
     weights = metrics.find_inception_weights(inception_weights)
@@ -462,15 +467,8 @@ def evaluate_painter(
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}",
-                               dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def write_report(report: dict[str, Any], path: str | Path) -> Path:

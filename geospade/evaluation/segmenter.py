@@ -6,7 +6,10 @@ val images, says how much of the class structure a generator reproduces (1.0 is 
 
 The trained segmenter is cached in the chip store, ``CHIPS/.geospade-cache/segmenter-<key>.pt``,
 where ``key`` hashes the manifest and the training settings: evaluating a second checkpoint on
-the same chips reuses it, and re-tiling or other settings train a new one.
+the same chips reuses it, and re-tiling or other settings train a new one. When the chip store
+cannot be written (a shared, read-only copy), the segmenter is cached in the user's cache folder
+instead (``$XDG_CACHE_HOME/geospade/segmenters``, by default ``~/.cache/geospade/segmenters``),
+under a key that also hashes the chip store's absolute path, so two stores never share a file.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geospade.atomic import atomic_path
 from geospade.errors import GeospadeError
 from geospade.schemes import IGNORE_INDEX
 
@@ -101,15 +104,62 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-def cache_path(chips: str | Path, settings: SegmenterSettings) -> Path:
-    """Where the segmenter of this chip store and these settings is cached."""
-    chips = Path(chips)
+def _cache_key(chips: Path, settings: SegmenterSettings, *extra: str) -> str:
     manifest = chips / "manifest.json"
     if not manifest.is_file():
         raise GeospadeError(f"{chips} is not a complete chip store (no manifest.json)")
     h = hashlib.sha256(manifest.read_bytes())
     h.update(json.dumps(asdict(settings), sort_keys=True).encode())
-    return chips / CACHE_DIR / f"segmenter-{h.hexdigest()[:16]}.pt"
+    for text in extra:
+        h.update(text.encode())
+    return h.hexdigest()[:16]
+
+
+def cache_path(chips: str | Path, settings: SegmenterSettings) -> Path:
+    """Where the segmenter of this chip store and these settings is cached in the store."""
+    chips = Path(chips)
+    return chips / CACHE_DIR / f"segmenter-{_cache_key(chips, settings)}.pt"
+
+
+def user_cache_dir() -> Path:
+    """geospade's folder in the user's cache: ``$XDG_CACHE_HOME/geospade`` or
+    ``~/.cache/geospade``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "geospade"
+
+
+def user_cache_path(chips: str | Path, settings: SegmenterSettings) -> Path:
+    """Where the segmenter is cached when the chip store cannot be written: in
+    :func:`user_cache_dir`, keyed by the store's manifest, absolute path and the settings."""
+    chips = Path(chips)
+    key = _cache_key(chips, settings, str(chips.resolve()))
+    return user_cache_dir() / "segmenters" / f"segmenter-{key}.pt"
+
+
+def load_cached_segmenter(chips: str | Path, settings: SegmenterSettings,
+                          device: str | torch.device = "cpu") -> tuple[UNet | None, Path | None]:
+    """The cached segmenter of this store and these settings and its file, or ``(None, None)``.
+
+    The chip store's cache is looked in first, then the user's (see :func:`user_cache_path`).
+    """
+    for path in (cache_path(chips, settings), user_cache_path(chips, settings)):
+        net = load_segmenter(path, device)
+        if net is not None:
+            return net, path
+    return None, None
+
+
+def cache_segmenter(chips: str | Path, net: UNet, settings: SegmenterSettings, bands: int,
+                    num_classes: int) -> Path | None:
+    """Cache a trained segmenter in the chip store, or in the user's cache folder when the store
+    cannot be written; returns the file, or None when neither could be written."""
+    for path in (cache_path(chips, settings), user_cache_path(chips, settings)):
+        try:
+            save_segmenter(path, net, settings, bands, num_classes)
+        except OSError:  # read-only, not permitted, full: try the next place
+            continue
+        return path
+    return None
 
 
 def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
@@ -185,14 +235,8 @@ def save_segmenter(path: Path, net: UNet, settings: SegmenterSettings, bands: in
         "format": SEGMENTER_FORMAT, "settings": asdict(settings), "bands": bands,
         "num_classes": num_classes, "state": {k: v.cpu() for k, v in net.state_dict().items()},
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(data, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
 
 
 def load_segmenter(path: Path, device: str | torch.device = "cpu") -> UNet | None:

@@ -18,6 +18,7 @@ from torch import nn
 from geospade.errors import GeospadeError
 from geospade.models.encoder import kl_loss
 from geospade.models.normalization import _enum
+from geospade.torch_files import read_torch_file
 
 Outputs = Sequence[Sequence[torch.Tensor]]
 
@@ -121,10 +122,7 @@ def vgg_weights_cache_path() -> Path:
 
 
 def _load_features_state(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise GeospadeError(f"cannot read VGG19 weights {path}: {type(exc).__name__}") from None
+    state = read_torch_file(path, "VGG19 weights file")
     if not isinstance(state, dict):
         raise GeospadeError(f"{path} is not a VGG19 state dict")
     if any(k.startswith("features.") for k in state):

@@ -29,12 +29,13 @@ from rasterio.crs import CRS
 from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
-from geospade.errors import GeospadeError
+from geospade.errors import GeospadeError, check_seed
 from geospade.normalization import BandStats, fixed_range
 from geospade.raster import chip_store
 from geospade.raster.alignment import RESAMPLING, align, imagery_valid, open_raster, warped_imagery
 from geospade.raster.codecs import check_codec
 from geospade.raster.windows import SPLITS, assign_blocks, chip_offsets, chip_split, group_offsets
+from geospade.raster.writer import prepare_output
 from geospade.schemes import IGNORE_INDEX, ClassScheme, UnknownClassValuesError, load_scheme
 
 TASK_ROWS = 1024
@@ -147,7 +148,8 @@ def tile(
         A :class:`TileSummary`.
     """
     stride = size if stride is None else stride
-    _check_options(size, stride, max_nodata, block, workers, unknown, resampling, compress)
+    _check_options(size, stride, max_nodata, block, workers, unknown, resampling, compress,
+                   seed)
     out = Path(out)
     if out.exists() and not overwrite:
         raise GeospadeError(f"{out} already exists (use --overwrite to replace it)")
@@ -220,12 +222,17 @@ def tile(
         "image_count": image_count, "image_dtype": image_dtype,
     }
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    # The store is built beside ``out`` under a temporary name: before reading any pixel, check
+    # that its folder can be written (an error naming the folder, not the temporary name).
+    tmp = prepare_output(out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
     config["tmp"] = str(tmp)
     try:
-        (tmp / chip_store.IMAGES).mkdir(parents=True)
-        (tmp / chip_store.MASKS).mkdir()
+        try:
+            (tmp / chip_store.IMAGES).mkdir(parents=True)
+            (tmp / chip_store.MASKS).mkdir()
+        except OSError as exc:
+            raise GeospadeError(f"cannot write the chip store in {out.parent}: "
+                                f"{exc.strerror}") from None
         with _Runner(workers, config) as run:
             # 1. Check every label value of the area before writing anything.
             scan = [
@@ -313,7 +320,9 @@ def tile(
 # -- checks -------------------------------------------------------------------------------------
 
 
-def _check_options(size, stride, max_nodata, block, workers, unknown, resampling, compress) -> None:
+def _check_options(size, stride, max_nodata, block, workers, unknown, resampling, compress,
+                   seed) -> None:
+    check_seed(seed)
     if size <= 0:
         raise GeospadeError(f"--size must be a positive number of pixels, not {size}")
     if stride <= 0:
@@ -382,8 +391,12 @@ def _load_aoi(aoi, crs: CRS):
     frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
     if frame.empty:
         raise GeospadeError(f"AOI {path} has no geometries")
-    if frame.crs is not None:
-        frame = frame.to_crs(crs.to_wkt())
+    if frame.crs is None:
+        raise GeospadeError(f"AOI {path} has no CRS; set one (e.g. ogr2ogr -a_srs) so it can "
+                            "be placed on the land cover")
+    if crs is None:
+        raise GeospadeError("the land cover has no CRS, so --aoi cannot be placed on it")
+    frame = frame.to_crs(crs.to_wkt())
     return union_all(frame.geometry.values)
 
 

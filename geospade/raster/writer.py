@@ -16,11 +16,12 @@ value: an integer pixel that would is moved one step away from it (e.g. 0 -> 1 f
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,13 +129,37 @@ class Grid:
     height: int
 
 
-def prepare_output(path: str | Path, overwrite: bool = False) -> Path:
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether ``a`` and ``b`` name the same file, whatever their spelling (relative or
+    absolute, ``..``, symbolic or hard links); for a file not yet there, whether they resolve
+    to the same path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def prepare_output(path: str | Path, overwrite: bool = False,
+                   inputs: Sequence[tuple[str, str | Path | None]] = ()) -> Path:
     """Check that ``path`` can be written before any work is done.
 
-    Creates missing parent folders. Raises :class:`GeospadeError` when the file exists and
-    ``overwrite`` is false, when it is a folder, or when its folder cannot be written.
+    Creates missing parent folders (see :func:`removing_new_folders` to take them back when
+    the command fails). Raises :class:`GeospadeError` when ``path`` is one of ``inputs`` (even
+    with ``overwrite``: an output never replaces a file the command reads), when the file
+    exists and ``overwrite`` is false, when it is a folder, or when its folder cannot be
+    written.
+
+    Args:
+        path: the output file.
+        overwrite: replace an existing file.
+        inputs: ``(what, path)`` of each file the command reads, e.g. ``("the land cover",
+            "lc.tif")``; ``what`` names it in the error. None paths are skipped.
     """
     path = Path(path)
+    for what, source in inputs:
+        if source is not None and same_file(path, source):
+            raise GeospadeError(f"output {path} is {what} this command reads; write the output "
+                                "to another file (--overwrite never replaces an input)")
     if path.is_dir():
         raise GeospadeError(f"output {path} is a folder, not a file")
     if path.exists() and not overwrite:
@@ -147,6 +172,30 @@ def prepare_output(path: str | Path, overwrite: bool = False) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise GeospadeError(f"output folder {folder} is not writable")
     return path
+
+
+@contextlib.contextmanager
+def removing_new_folders(folders: Sequence[str | Path | None]) -> Iterator[None]:
+    """Take back, when the block raises, the folders it created on the way to ``folders``.
+
+    :func:`prepare_output` creates an output's missing parent folders before any work is done;
+    a command that then fails should leave the file system as it found it. Every folder of
+    ``folders`` (and their ancestors) that does not exist when the block starts is removed
+    when the block raises, deepest first, and only while it is empty.
+    """
+    new: set[Path] = set()
+    for folder in folders:
+        if folder is None:
+            continue
+        folder = Path(folder).absolute()
+        new.update(f for f in (folder, *folder.parents) if not f.exists())
+    try:
+        yield
+    except BaseException:
+        for folder in sorted(new, key=lambda f: len(f.parts), reverse=True):
+            with contextlib.suppress(OSError):  # not empty, or gone: leave it
+                folder.rmdir()
+        raise
 
 
 def _temp_name(path: Path, tag: str) -> Path:
@@ -626,7 +675,7 @@ def stitch(tiles: Sequence[str | Path], out: str | Path, cog: bool = False,
 
     check_codec(compress, cog)  # a bad codec fails before any work
     start = time.perf_counter()
-    with bounded_gdal_cache():
+    with bounded_gdal_cache(), removing_new_folders([Path(out).parent]):
         return _stitch(tiles, out, cog, overwrite, quiet, block_size, compress, start)
 
 
@@ -637,7 +686,7 @@ def _stitch(tiles: Sequence[str | Path], out: str | Path, cog: bool, overwrite: 
     from tqdm import tqdm
 
     placed, grid, meta = _tile_offsets([Path(t) for t in tiles])
-    prepare_output(out, overwrite)
+    prepare_output(out, overwrite, inputs=[("a tile", t.path) for t in placed])
     ramps = tile_weights(placed)
     order = sorted(range(len(placed)), key=lambda i: (placed[i].row, placed[i].col))
     nodata = meta["nodata"]

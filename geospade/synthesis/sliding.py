@@ -21,6 +21,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from rasterio.windows import Window, from_bounds
 from rasterio.windows import transform as window_transform
 from tqdm import tqdm
 
-from geospade.errors import GeospadeError, first_line
+from geospade.errors import GeospadeError, check_seed, first_line
 from geospade.normalization import BandStats, denormalize, normalize
 from geospade.raster.codecs import check_codec
 from geospade.raster.writer import (
@@ -46,6 +47,8 @@ from geospade.raster.writer import (
     edge_overlaps,
     prepare_output,
     ramp,
+    removing_new_folders,
+    same_file,
 )
 from geospade.schemes import IGNORE_INDEX, ClassScheme
 from geospade.training.checkpoint import load_checkpoint
@@ -155,6 +158,7 @@ def load_synthesis_model(checkpoint: str | Path, device: str | torch.device | No
     """
     from geospade.models import build_generator, synthesis_generator
 
+    check_seed(seed)
     data = load_checkpoint(checkpoint)
     dev = resolve_device(device)
     amp = resolve_amp(amp, dev)
@@ -213,12 +217,23 @@ def _encode_style(style: str | Path, encoder_state: dict, encoder_config: dict |
     if not path.is_file():
         raise GeospadeError(f"style image not found: {path}")
     try:
-        with rasterio.open(path) as src:
-            if src.count != len(bands):
-                raise GeospadeError(f"style image {path} has {src.count} bands, the checkpoint "
-                                    f"{len(bands)}")
-            image = src.read(out_shape=(src.count, chip_size, chip_size),
-                             resampling=rasterio.enums.Resampling.bilinear)
+        # Only the pixels matter: a PNG or JPEG without georeferencing is a fine style image.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                if src.count != len(bands):
+                    raise GeospadeError(f"style image {path} has {src.count} bands, the "
+                                        f"checkpoint {len(bands)}")
+                # The image is normalised with the training imagery's value range: values of
+                # another dtype (12-bit in uint16 for a uint8 model) would give a meaningless
+                # style code.
+                if np.dtype(src.dtypes[0]) != np.dtype(bands[0].dtype):
+                    raise GeospadeError(
+                        f"style image {path} has {src.dtypes[0]} bands, the checkpoint "
+                        f"{np.dtype(bands[0].dtype).name}: give imagery like the training "
+                        "imagery")
+                image = src.read(out_shape=(src.count, chip_size, chip_size),
+                                 resampling=rasterio.enums.Resampling.bilinear)
     except rasterio.errors.RasterioIOError as exc:
         raise GeospadeError(f"cannot read style image {path}: {first_line(exc)}"
                             ) from None
@@ -275,7 +290,12 @@ def window_offsets(length: int, size: int, overlap: int) -> tuple[list[int], np.
 
 def parse_window(window: str | Sequence[int] | Window | None, width: int, height: int
                  ) -> Window:
-    """``"col_off,row_off,width,height"`` (or a tuple/Window) -> a Window inside the raster."""
+    """``"col_off,row_off,width,height"`` (or a tuple/Window) -> the Window.
+
+    Raises:
+        GeospadeError: a malformed window, or one that is not inside the raster (it is never
+            clipped: the output would silently be smaller than asked).
+    """
     if window is None:
         return Window(0, 0, width, height)
     if isinstance(window, str):
@@ -288,19 +308,25 @@ def parse_window(window: str | Sequence[int] | Window | None, width: int, height
         window = Window(*parts)
     elif not isinstance(window, Window):
         window = Window(*[int(v) for v in window])
-    full = Window(0, 0, width, height)
     if window.width <= 0 or window.height <= 0:
         raise GeospadeError("--window needs a positive width and height")
-    try:
-        inter = window.intersection(full)
-    except rasterio.errors.WindowError:
-        raise GeospadeError(f"--window {_fmt_window(window)} lies outside the land cover "
-                            f"({width}x{height})") from None
-    return Window(int(inter.col_off), int(inter.row_off), int(inter.width), int(inter.height))
+    if (window.col_off < 0 or window.row_off < 0 or window.col_off + window.width > width
+            or window.row_off + window.height > height):
+        raise GeospadeError(
+            f"--window {_fmt_window(window)} reaches outside the land cover ({width}x{height} "
+            f"px); it must lie inside: COL_OFF >= 0, ROW_OFF >= 0, COL_OFF+WIDTH <= {width}, "
+            f"ROW_OFF+HEIGHT <= {height}")
+    return Window(int(window.col_off), int(window.row_off), int(window.width),
+                  int(window.height))
 
 
 def parse_bbox(bbox: str | Sequence[float], transform, width: int, height: int) -> Window:
-    """``"minx,miny,maxx,maxy"`` in the land cover's CRS -> the window of pixels it touches."""
+    """``"minx,miny,maxx,maxy"`` in the land cover's CRS -> the window of pixels it touches.
+
+    Raises:
+        GeospadeError: a malformed box, or one that is not inside the raster's bounds (it is
+            never clipped, like ``--window``).
+    """
     if isinstance(bbox, str):
         try:
             bbox = [float(v) for v in bbox.replace(" ", "").split(",")]
@@ -310,12 +336,19 @@ def parse_bbox(bbox: str | Sequence[float], transform, width: int, height: int) 
         raise GeospadeError("--bbox must be MINX,MINY,MAXX,MAXY with min < max, in the land "
                             "cover's CRS")
     win = from_bounds(*bbox, transform=transform)
-    c0, r0 = math.floor(win.col_off + 1e-9), math.floor(win.row_off + 1e-9)
-    c1 = math.ceil(win.col_off + win.width - 1e-9)
-    r1 = math.ceil(win.row_off + win.height - 1e-9)
-    c0, r0, c1, r1 = max(c0, 0), max(r0, 0), min(c1, width), min(r1, height)
-    if c1 <= c0 or r1 <= r0:
-        raise GeospadeError(f"--bbox {bbox} does not overlap the land cover")
+    # (A box edge within a millionth of a pixel of a pixel edge is on it: float round-off.)
+    c0, r0 = math.floor(win.col_off + 1e-6), math.floor(win.row_off + 1e-6)
+    c1 = math.ceil(win.col_off + win.width - 1e-6)
+    r1 = math.ceil(win.row_off + win.height - 1e-6)
+    if c0 < 0 or r0 < 0 or c1 > width or r1 > height:
+        corners = [transform * xy for xy in ((0, 0), (width, 0), (0, height), (width, height))]
+        xs, ys = [x for x, _ in corners], [y for _, y in corners]
+        bounds = ",".join(f"{v:.10g}" for v in (min(xs), min(ys), max(xs), max(ys)))
+        given = ",".join(f"{v:.10g}" for v in bbox)
+        disjoint = c1 <= 0 or r1 <= 0 or c0 >= width or r0 >= height
+        raise GeospadeError(
+            f"--bbox {given} {'does not overlap' if disjoint else 'reaches outside'} the land "
+            f"cover; it must lie inside its bounds {bounds} ({width}x{height} px)")
     return Window(c0, r0, c1 - c0, r1 - r0)
 
 
@@ -367,6 +400,16 @@ class Edits:
             shapes = zip(self.geometries.iloc[hits], self.classes[hits].tolist(), strict=True)
             rasterize(shapes, out=labels, transform=transform)
 
+    def cover(self, height: int, width: int, transform) -> bool:
+        """Whether any edit overlaps the ``height`` x ``width`` raster on ``transform`` (more
+        than along its border)."""
+        from shapely.geometry import Polygon
+
+        footprint = Polygon([transform * xy for xy in
+                             ((0, 0), (width, 0), (width, height), (0, height))])
+        inside = self.geometries.intersects(footprint) & ~self.geometries.touches(footprint)
+        return bool(inside.any())
+
 
 def load_edits(path: str | Path, field_name: str | None, scheme: ClassScheme, crs) -> Edits:
     """Read a vector layer of edits (any format geopandas reads) for the land cover's CRS.
@@ -378,7 +421,8 @@ def load_edits(path: str | Path, field_name: str | None, scheme: ClassScheme, cr
         crs: the land cover's CRS.
 
     Raises:
-        GeospadeError: unreadable file, no CRS, missing field, or values that are no class.
+        GeospadeError: unreadable file, no CRS, missing field, geometries that are not
+            polygons, or values that are no class.
     """
     import geopandas as gpd
 
@@ -400,6 +444,10 @@ def load_edits(path: str | Path, field_name: str | None, scheme: ClassScheme, cr
     if crs is None:
         raise GeospadeError("the land cover has no CRS, so vector edits cannot be placed on it")
     gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
+    others = sorted(set(gdf.geom_type) - {"Polygon", "MultiPolygon"})
+    if others:
+        raise GeospadeError(f"edits {path} have {', '.join(others)} geometries; only polygons "
+                            "(Polygon, MultiPolygon) can be burned into the class map")
     classes = []
     for i, value in zip(gdf.index, gdf[field_name], strict=True):
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -499,16 +547,19 @@ def synthesize(
         device: "cpu", "cuda", … (default: cuda when available).
         seed: seed of the style code of a VAE generator; same seed -> same bytes.
         style: image whose style a VAE generator copies (needs a style encoder).
-        bbox: ``"minx,miny,maxx,maxy"`` in the land cover's CRS: synthesize only that part.
-        window: ``"col_off,row_off,width,height"`` in pixels: synthesize only that part.
+        bbox: ``"minx,miny,maxx,maxy"`` in the land cover's CRS: synthesize only the pixels it
+            touches; it must lie inside the land cover's bounds (it is not clipped).
+        window: ``"col_off,row_off,width,height"`` in pixels: synthesize only that part; it
+            must lie inside the land cover.
         cog: write a Cloud-Optimized GeoTIFF.
         amp: "auto" (bf16 where the device has native bf16), "bf16" or "none".
         tiles_only: a folder: write one GeoTIFF per strip of windows there instead of ``out``
-            (join them with :func:`geospade.raster.writer.stitch`).
+            (join them with :func:`geospade.raster.writer.stitch`); the land cover must be
+            north-up.
         rank, world_size: with ``tiles_only``, synthesize only this rank's share of the strips
             (contiguous; run ranks 0..world_size-1 on any machines, then stitch).
         unknown: "error" on raw values outside the scheme, or "ignore" (treat as nodata).
-        overwrite: replace an existing output (and tiles).
+        overwrite: replace an existing output (and tiles); never one of the inputs.
         quiet: no progress bar.
         block_size: internal tile size of the output GeoTIFF.
         compress: its codec, "deflate" (default), "zstd", "lzw" or "none".
@@ -516,6 +567,10 @@ def synthesize(
     Returns:
         Summary: ``output`` (or ``tiles``), ``width``, ``height``, ``bands``, ``windows``,
         ``windows_run``, ``seconds``, ``generator_seconds``, ``mpx_per_s``, ``amp``, ``device``.
+
+    Raises:
+        GeospadeError: bad options or inputs, before any output is written; output folders
+            the call created are removed when it fails.
     """
     start = time.perf_counter()
     landcover = Path(landcover)
@@ -523,8 +578,11 @@ def synthesize(
         raise GeospadeError(f"land cover not found: {landcover}")
     if unknown not in ("error", "ignore"):
         raise GeospadeError("--unknown must be 'error' or 'ignore'")
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise GeospadeError(f"rank {rank} is not in 0..{world_size - 1}")
+    if world_size < 1:
+        raise GeospadeError(f"--world-size must be at least 1, not {world_size}")
+    if not 0 <= rank < world_size:
+        raise GeospadeError(f"--rank must be in 0..{world_size - 1} (--world-size "
+                            f"{world_size}), not {rank}")
     if world_size > 1 and tiles_only is None:
         raise GeospadeError("--world-size > 1 needs --tiles-only DIR (each rank writes its "
                             "tiles; stitch joins them)")
@@ -533,66 +591,97 @@ def synthesize(
     check_codec(compress, cog)  # a bad codec fails before any work
     if bbox is not None and window is not None:
         raise GeospadeError("give --bbox or --window, not both")
-    if tiles_only is None:
-        if out is None:
-            raise GeospadeError("an output path (-o OUT.tif) is needed")
-        out = prepare_output(out, overwrite)
+    check_seed(seed)
+    if edit_field is not None and edits is None:
+        raise GeospadeError("--edit-field needs --edits (the vector file whose attribute it "
+                            "names)")
+    if tiles_only is None and out is None:
+        raise GeospadeError("an output path (-o OUT.tif) is needed")
+    if save_landcover is not None and world_size > 1:
+        raise GeospadeError("--save-landcover cannot be combined with --world-size > 1")
+    if (tiles_only is None and save_landcover is not None
+            and same_file(out, save_landcover)):
+        raise GeospadeError(f"-o and --save-landcover name the same file ({out}); give two "
+                            "different files")
+    inputs = [("the land cover", landcover), ("the edits file", edits),
+              ("the style image", style)]
+    if not isinstance(checkpoint, SynthesisModel):
+        inputs.append(("the checkpoint", checkpoint))
+    folders = [Path(out).parent] if tiles_only is None else [Path(tiles_only)]
     if save_landcover is not None:
-        if world_size > 1:
-            raise GeospadeError("--save-landcover cannot be combined with --world-size > 1")
-        save_landcover = prepare_output(save_landcover, overwrite)
-    if tiles_only is not None:
-        tiles_dir = Path(tiles_only)
+        folders.append(Path(save_landcover).parent)
+    # A failed run takes back the output folders it created.
+    with removing_new_folders(folders):
+        if tiles_only is None:
+            out = prepare_output(out, overwrite, inputs)
+        if save_landcover is not None:
+            save_landcover = prepare_output(save_landcover, overwrite, inputs)
+        if tiles_only is not None:
+            tiles_dir = Path(tiles_only)
+            try:
+                tiles_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise GeospadeError(f"cannot create tiles folder {tiles_dir}: {exc.strerror}"
+                                    ) from None
+            if not os.access(tiles_dir, os.W_OK | os.X_OK):
+                raise GeospadeError(f"tiles folder {tiles_dir} is not writable")
+
+        model = checkpoint if isinstance(checkpoint, SynthesisModel) else load_synthesis_model(
+            checkpoint, device=device, amp=amp, seed=seed, style=style)
+        size = model.chip_size
+        if overlap is None:
+            overlap = size // 4
+        if not 0 <= overlap <= size // 2:
+            raise GeospadeError(f"--overlap must be between 0 and {size // 2} (half the "
+                                f"{size}-pixel window), not {overlap}")
+
         try:
-            tiles_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise GeospadeError(f"cannot create tiles folder {tiles_dir}: {exc.strerror}"
-                                ) from None
-        if not os.access(tiles_dir, os.W_OK | os.X_OK):
-            raise GeospadeError(f"tiles folder {tiles_dir} is not writable")
-
-    model = checkpoint if isinstance(checkpoint, SynthesisModel) else load_synthesis_model(
-        checkpoint, device=device, amp=amp, seed=seed, style=style)
-    size = model.chip_size
-    if overlap is None:
-        overlap = size // 4
-    if not 0 <= overlap <= size // 2:
-        raise GeospadeError(f"--overlap must be between 0 and {size // 2} (half the "
-                            f"{size}-pixel window), not {overlap}")
-
-    try:
-        src = rasterio.open(landcover)
-    except rasterio.errors.RasterioIOError as exc:
-        raise GeospadeError(f"{landcover} is not a readable raster "
-                            f"({first_line(exc)})") from None
-    with src, bounded_gdal_cache():
-        if window is not None:
-            area = parse_window(window, src.width, src.height)
-        elif bbox is not None:
-            area = parse_bbox(bbox, src.transform, src.width, src.height)
-        else:
-            area = Window(0, 0, src.width, src.height)
-        scheme = model.scheme
-        if unknown == "error":
-            bad = scan_unknown_values(src, area, scheme)
-            if bad:
-                listed = ", ".join(f"{v} ({n} px)" for v, n in sorted(bad.items())[:20])
-                more = "" if len(bad) <= 20 else f" and {len(bad) - 20} more"
+            src = rasterio.open(landcover)
+        except rasterio.errors.RasterioIOError as exc:
+            raise GeospadeError(f"{landcover} is not a readable raster "
+                                f"({first_line(exc)})") from None
+        with src, bounded_gdal_cache():
+            if tiles_only is not None and (src.transform.b != 0 or src.transform.d != 0):
                 raise GeospadeError(
-                    f"{landcover} has values outside the checkpoint's scheme {scheme.name!r}: "
-                    f"{listed}{more}; use --unknown ignore to treat them as no data")
-        edit_layer = load_edits(edits, edit_field, scheme, src.crs) if edits else None
-        width, height = int(area.width), int(area.height)
-        grid = Grid(src.crs, window_transform(area, src.transform), width, height)
-        return _run(model, src, area, grid, out, edit_layer, save_landcover, overlap,
-                    batch_size, cog, tiles_only, rank, world_size, unknown, overwrite, quiet,
-                    block_size, compress, start)
+                    f"{landcover} is rotated (not north-up), and --tiles-only writes tiles for "
+                    "'geospade stitch', which joins north-up tiles only; synthesize the whole "
+                    "raster with -o instead, or warp it north-up first (gdalwarp IN.tif "
+                    "NORTHUP.tif)")
+            if window is not None:
+                area = parse_window(window, src.width, src.height)
+            elif bbox is not None:
+                area = parse_bbox(bbox, src.transform, src.width, src.height)
+            else:
+                area = Window(0, 0, src.width, src.height)
+            scheme = model.scheme
+            if unknown == "error":
+                bad = scan_unknown_values(src, area, scheme)
+                if bad:
+                    listed = ", ".join(f"{v} ({n} px)" for v, n in sorted(bad.items())[:20])
+                    more = "" if len(bad) <= 20 else f" and {len(bad) - 20} more"
+                    raise GeospadeError(
+                        f"{landcover} has values outside the checkpoint's scheme {scheme.name!r}: "
+                        f"{listed}{more}; use --unknown ignore to treat them as no data")
+            width, height = int(area.width), int(area.height)
+            grid = Grid(src.crs, window_transform(area, src.transform), width, height)
+            edit_layer = None
+            if edits is not None:
+                edit_layer = load_edits(edits, edit_field, scheme, src.crs)
+                if not edit_layer.cover(height, width, grid.transform):
+                    # A warning, not an error: one edits layer may serve many rasters or parts.
+                    part = "" if window is None and bbox is None else " part asked for"
+                    print(f"geospade: warning: no polygon of edits {edits} overlaps the land "
+                          f"cover{part}; the output is unedited (check the edits' CRS and extent)",
+                          file=sys.stderr, flush=True)
+            return _run(model, src, area, grid, out, edit_layer, save_landcover, overlap,
+                        batch_size, cog, tiles_only, rank, world_size, unknown, overwrite, quiet,
+                        block_size, compress, start, inputs)
 
 
 def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, save_landcover,
          overlap: int, batch_size: int, cog: bool, tiles_only, rank: int, world_size: int,
          unknown: str, overwrite: bool, quiet: bool, block_size: int, compress: str,
-         start: float) -> dict[str, Any]:
+         start: float, inputs: list[tuple[str, str | Path | None]]) -> dict[str, Any]:
     size = model.chip_size
     width, height = grid.width, grid.height
     rows, lead_y, trail_y = window_offsets(height, size, overlap)
@@ -616,6 +705,12 @@ def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, 
     def tile_path(j: int) -> Path:
         return Path(tiles_only) / f"{Path(src.name).stem}_r{area.row_off + rows[j]:07d}.tif"
 
+    if tiles_only is not None:
+        for j in strips:
+            for what, source in inputs:
+                if source is not None and same_file(tile_path(j), source):
+                    raise GeospadeError(f"tile {tile_path(j)} would replace {what} this "
+                                        "command reads; write the tiles to another folder")
     if tiles_only is not None and not overwrite:
         existing = [tile_path(j) for j in strips if tile_path(j).exists()]
         if existing:

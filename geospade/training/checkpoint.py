@@ -25,16 +25,14 @@ never damages the last good checkpoint.
 
 from __future__ import annotations
 
-import os
-import pickle
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from geospade.errors import GeospadeError, first_line
+from geospade.atomic import atomic_path
+from geospade.errors import GeospadeError
+from geospade.torch_files import read_torch_file
 
 CHECKPOINT_FORMAT = "geospade-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -45,16 +43,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Atomically write ``payload`` (plus the format tags) to ``path``."""
     path = Path(path)
     data = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, fsync=True) as tmp:
+        torch.save(data, tmp)
     return path
 
 
@@ -65,14 +55,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         GeospadeError: missing, corrupt, foreign (not a geospade checkpoint) or newer-format file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise GeospadeError(f"checkpoint not found: {path}")
-    try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
-            AttributeError, TypeError) as exc:
-        raise GeospadeError(f"{path} is not a readable checkpoint ({first_line(exc)})"
-                            ) from None
+    data = read_torch_file(path, "checkpoint", map_location)
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise GeospadeError(f"{path} is not a geospade checkpoint")
     version = data.get("format_version")

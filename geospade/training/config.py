@@ -130,7 +130,7 @@ class TrainConfig:
                 raise GeospadeError(f"{name} must be positive, not {getattr(self, name)}")
         if self.epochs is not None and self.epochs <= 0:
             raise GeospadeError(f"epochs must be positive, not {self.epochs}")
-        for name in ("preview_every", "val_every", "workers", "threads"):
+        for name in ("preview_every", "val_every", "workers", "threads", "seed"):
             if getattr(self, name) < 0:
                 raise GeospadeError(f"{name} must be 0 or more, not {getattr(self, name)}")
         for name in ("lr_g", "lr_d", "lambda_fm", "lambda_vgg", "lambda_kl"):

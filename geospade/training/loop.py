@@ -38,6 +38,7 @@ from geospade.models.encoder import StyleEncoder
 from geospade.models.generator import Generator
 from geospade.models.losses import load_vgg_loss
 from geospade.models.precision import autocast_context, to_channels_last
+from geospade.synthesis.sliding import resolve_device
 from geospade.training.checkpoint import load_checkpoint, save_checkpoint
 from geospade.training.config import TrainConfig, given_options, resolve_config, to_toml
 from geospade.training.preview import preview_grid, save_png
@@ -106,12 +107,8 @@ def _init_distributed(device: str) -> _Dist:
 
 
 def _resolve_device(name: str, ddp: _Dist) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    device = resolve_device(name)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise GeospadeError("--device cuda was asked for, but no CUDA GPU is available")
         if device.index is None:
             device = torch.device("cuda", ddp.local_rank if ddp.world > 1 else 0)
         torch.cuda.set_device(device)
@@ -235,6 +232,12 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Check (no side effects) that ``run_dir`` may be used as asked."""
     if resume and overwrite:
         raise GeospadeError("--resume and --overwrite exclude each other")
+    existing = run_dir if run_dir.exists() else next(p for p in run_dir.absolute().parents
+                                                     if p.exists())
+    # A replaced run is moved aside in its parent folder, so that must be writable too.
+    for folder in {existing, run_dir.absolute().parent} if overwrite else {existing}:
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise GeospadeError(f"output folder {folder} is not writable")
     if resume:
         if not (run_dir / CHECKPOINT_NAME).is_file():
             raise GeospadeError(f"nothing to resume: {run_dir / CHECKPOINT_NAME} does not exist")
@@ -250,6 +253,50 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
             raise GeospadeError(
                 f"{run_dir} exists and is not a geospade run folder; refusing to overwrite it"
             )
+
+
+class _RunFolder:
+    """The run folder of a new run, replaced or created so that a failed start loses nothing.
+
+    :meth:`begin` moves a run being overwritten aside (to a hidden sibling) and creates the new
+    folder. The first checkpoint of the new run (:meth:`commit`) deletes the old run. A run that
+    fails before that (:meth:`abort`: bad chips, a NaN at step 1, Ctrl-C) leaves things as they
+    were: its own files are removed, the old run is put back, and a folder it created is
+    deleted, so the same command can simply be run again.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.old: Path | None = None
+        self.created = False
+        self.begun = False
+        self.committed = False
+
+    def begin(self, overwrite: bool) -> None:
+        if overwrite and self.path.exists():
+            self.old = self.path.with_name(f".{self.path.name}.replaced-{os.getpid()}")
+            self.path.rename(self.old)
+        self.created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.begun = True
+
+    def commit(self) -> None:
+        if self.old is not None:
+            shutil.rmtree(self.old, ignore_errors=True)
+            self.old = None
+        self.committed = True
+
+    def abort(self) -> None:
+        if not self.begun or self.committed:
+            return
+        if self.created or self.old is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+        else:  # an empty folder the user made: empty it again
+            for child in self.path.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        if self.old is not None:
+            self.old.rename(self.path)
+            self.old = None
 
 
 def _check_resume(ckpt: dict[str, Any], cfg: TrainConfig, dataset: ChipDataset, path: Path
@@ -391,9 +438,14 @@ def train(
         threads_before = torch.get_num_threads()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        folder = _RunFolder(run_dir)
         try:
-            return _train(dataset, chips, run_dir, cfg, ckpt, resume, overwrite, quiet, callback,
+            return _train(dataset, chips, folder, cfg, ckpt, resume, overwrite, quiet, callback,
                           ddp)
+        except BaseException:
+            if ddp.main and not resume:
+                folder.abort()
+            raise
         finally:
             torch.set_num_threads(threads_before)
     finally:
@@ -401,9 +453,10 @@ def train(
             dist.destroy_process_group()
 
 
-def _train(dataset: ChipDataset, chips: str | Path, run_dir: Path, cfg: TrainConfig,
+def _train(dataset: ChipDataset, chips: str | Path, folder: _RunFolder, cfg: TrainConfig,
            ckpt: dict[str, Any] | None, resume: bool, overwrite: bool, quiet: bool,
            callback: Callable[[int, dict[str, float]], None] | None, ddp: _Dist) -> TrainResult:
+    run_dir = folder.path
     device = _resolve_device(cfg.device, ddp)
     quiet = quiet or not ddp.main
     ckpt_path = run_dir / CHECKPOINT_NAME
@@ -419,6 +472,11 @@ def _train(dataset: ChipDataset, chips: str | Path, run_dir: Path, cfg: TrainCon
             f"{cfg.batch_size} x {ddp.world} process(es)"
         )
     total = cfg.epochs * steps_per_epoch if cfg.epochs else cfg.steps
+    if ckpt is not None and int(ckpt["step"]) >= total:
+        raise GeospadeError(
+            f"nothing to do: the checkpoint is at step {ckpt['step']} and the run ends at step "
+            f"{total}; raise --steps (or --epochs) to train further"
+        )
 
     torch.manual_seed(cfg.seed)
     generator, discriminator, encoder = _build_models(cfg, num_classes, bands, size)
@@ -433,9 +491,10 @@ def _train(dataset: ChipDataset, chips: str | Path, run_dir: Path, cfg: TrainCon
     if ddp.world > 1:
         dist.barrier()
     if ddp.main:
-        if overwrite and run_dir.exists():
-            shutil.rmtree(run_dir) if run_dir.is_dir() else run_dir.unlink()
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            folder.commit()
+        else:
+            folder.begin(overwrite)
         (run_dir / "config.toml").write_text(to_toml(cfg))
 
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
@@ -537,6 +596,7 @@ def _train(dataset: ChipDataset, chips: str | Path, run_dir: Path, cfg: TrainCon
                     + " (try lower learning rates or --amp none)"
                 )
         save_checkpoint(ckpt_path, payload())
+        folder.commit()
 
     metrics = _Metrics(run_dir / "metrics.csv", step if resume else None, ddp.main)
     fixed_batch = _fixed_batch(val if val is not None else dataset, 4)
