@@ -333,3 +333,10 @@ def test_tile_and_evaluate_apis_refuse_a_negative_seed(tmp_path, ckpt, landcover
     with pytest.raises(GeospadeError, match="--seed must be a non-negative integer, not -3"):
         evaluate(ckpt, tmp_path, split="val", out=tmp_path / "report.json", seed=-3, quiet=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lc.tif"]
+
+
+def test_tile_refuses_the_land_cover_as_its_own_imagery(tmp_path, landcover, capsys):
+    code, _, err = run_cli(["tile", str(landcover), str(landcover), "-o", str(tmp_path / "c")],
+                           capsys)
+    assert_one_line_error(code, err, "the land cover and the imagery are the same file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lc.tif"]

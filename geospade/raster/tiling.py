@@ -35,7 +35,7 @@ from geospade.raster import chip_store
 from geospade.raster.alignment import RESAMPLING, align, imagery_valid, open_raster, warped_imagery
 from geospade.raster.codecs import check_codec
 from geospade.raster.windows import SPLITS, assign_blocks, chip_offsets, chip_split, group_offsets
-from geospade.raster.writer import prepare_output
+from geospade.raster.writer import prepare_output, same_file
 from geospade.schemes import IGNORE_INDEX, ClassScheme, UnknownClassValuesError, load_scheme
 
 TASK_ROWS = 1024
@@ -160,6 +160,9 @@ def tile(
             raise GeospadeError(
                 f"land cover must have one band, {Path(landcover).name} has {lab.count}"
             )
+        if same_file(landcover, imagery):
+            raise GeospadeError(f"the land cover and the imagery are the same file ({imagery}); "
+                                "give the imagery of the same ground as the second argument")
         alignment = align(lab, img)
         grid = {
             "crs": lab.crs, "transform": lab.transform, "width": lab.width, "height": lab.height
