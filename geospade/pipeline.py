@@ -384,7 +384,7 @@ def _check_chip_size(size: Any, train_config: Any) -> None:
     from geospade.models.generator import UpsamplingLayers
 
     layers = train_config.num_upsampling_layers
-    stride = 2 ** UpsamplingLayers(layers).count
+    stride = UpsamplingLayers(layers).stride
     if isinstance(size, int) and (size < stride or size % stride):
         raise GeospadeError(
             f"[tile] size {size} is not a multiple of the generator's stride {stride} "
@@ -429,7 +429,7 @@ def _check_split_has_chips(chips: Path, split: str) -> None:
 def _check_device(stage: str, device: Any) -> None:
     """An unknown device, or CUDA on a machine without it, fails now rather than mid-run."""
     if isinstance(device, str) and device != "auto":
-        from geospade.synthesis.sliding import resolve_device
+        from geospade.models.precision import resolve_device
 
         try:
             resolve_device(device)

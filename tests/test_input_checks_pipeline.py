@@ -368,7 +368,7 @@ def test_evaluate_unknown_device_is_the_same_one_line_error_as_synthesize(
                             str(tmp_path / "r.json"), "--device", "foo"], capsys)
     assert code == 1 and one_line_error(err) == "geospade: error: unknown device 'foo'\n"
     assert not hasattr(report_module, "resolve_device") or (
-        report_module.resolve_device.__module__ == "geospade.synthesis.sliding")
+        report_module.resolve_device.__module__ == "geospade.models.precision")
 
 
 def test_evaluate_caches_the_segmenter_in_the_user_cache_when_the_store_is_read_only(

@@ -44,10 +44,10 @@ from geospade.evaluation.segmenter import (
     train_segmenter,
     user_cache_dir,
 )
+from geospade.models.precision import resolve_device
 from geospade.normalization import BandStats, denormalize, normalize
 from geospade.raster.writer import prepare_output
 from geospade.schemes import ClassScheme
-from geospade.synthesis.sliding import resolve_device
 
 REPORT_FORMAT = "geospade-evaluation"
 REPORT_VERSION = 1

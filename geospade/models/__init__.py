@@ -29,7 +29,13 @@ from geospade.models.losses import (
     load_vgg_loss,
 )
 from geospade.models.normalization import CLADE, SPADE, NormType, ParamFreeNorm, one_hot
-from geospade.models.precision import Amp, autocast_context, cpu_supports_bf16, to_channels_last
+from geospade.models.precision import (
+    Amp,
+    autocast_context,
+    cpu_supports_bf16,
+    resolve_device,
+    to_channels_last,
+)
 
 __all__ = [
     "CLADE", "SPADE", "Amp", "FusedGenerator", "GanMode", "Generator", "MultiscaleDiscriminator",
@@ -38,5 +44,5 @@ __all__ = [
     "VGGLoss", "autocast_context", "bands_to_rgb", "build_generator", "cpu_supports_bf16",
     "discriminator_loss", "feature_matching_loss", "fused_available", "fused_generator",
     "generator_loss", "inference_generator", "kl_loss", "load_vgg_loss", "one_hot",
-    "reparameterize", "synthesis_generator", "to_channels_last",
+    "reparameterize", "resolve_device", "synthesis_generator", "to_channels_last",
 ]

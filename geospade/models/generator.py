@@ -46,6 +46,11 @@ class UpsamplingLayers(str, Enum):
     def count(self) -> int:
         return {"normal": 5, "more": 6, "most": 7}[self.value]
 
+    @property
+    def stride(self) -> int:
+        """How much smaller the first feature map is than the chip: chips are multiples."""
+        return 2 ** self.count
+
 
 def init_weights(module: nn.Module, gain: float = INIT_GAIN) -> nn.Module:
     """Xavier-normal weights (small gain) and zero biases for a conv or linear layer."""
@@ -209,7 +214,7 @@ class Generator(nn.Module):
             raise GeospadeError(f"out_channels must be at least 1, got {out_channels}")
         if ngf < 2 or hidden < 1 or z_dim < 1:
             raise GeospadeError("ngf must be at least 2; hidden and z_dim at least 1")
-        self.stride = 2 ** ups.count
+        self.stride = ups.stride
         if crop_size < self.stride or crop_size % self.stride:
             raise GeospadeError(
                 f"crop size {crop_size} is not a multiple of the generator's stride {self.stride}"

@@ -41,6 +41,19 @@ def to_channels_last(module: nn.Module, parameters: bool = True) -> nn.Module:
     return module.to(memory_format=torch.channels_last) if parameters else module
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/"auto" -> cuda when available, else cpu; checks that the device exists."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise GeospadeError(f"unknown device {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GeospadeError(f"device {device} requested but CUDA is not available")
+    return dev
+
+
 def cpu_supports_bf16() -> bool:
     """Whether this CPU has native bf16 instructions (AVX512-BF16 or AMX)."""
     try:

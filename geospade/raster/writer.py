@@ -139,6 +139,48 @@ def same_file(a: str | Path, b: str | Path) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
+def is_rotated(transform) -> bool:
+    """Whether a raster's affine transform is rotated or sheared (not north-up)."""
+    return transform.b != 0 or transform.d != 0
+
+
+def check_not_an_input(path: str | Path, inputs: Sequence[tuple[str, str | Path | None]],
+                       kind: str = "output", hint: str = "write the output to another file"
+                       ) -> None:
+    """Raise :class:`GeospadeError` when the output ``path`` is one of ``inputs``.
+
+    An output never replaces a file the command reads, not even with ``--overwrite``.
+
+    Args:
+        path: a file the command will write.
+        inputs: ``(what, path)`` of each file the command reads, e.g. ``("the land cover",
+            "lc.tif")``; ``what`` names it in the error. None paths are skipped.
+        kind: what ``path`` is ("output", "tile"), and ``hint`` what to do instead, for the
+            message.
+    """
+    for what, source in inputs:
+        if source is not None and same_file(path, source):
+            raise GeospadeError(f"{kind} {path} is {what} this command reads; {hint} "
+                                "(--overwrite never replaces an input)")
+
+
+def check_writable(folder: str | Path, what: str = "output folder") -> None:
+    """Raise :class:`GeospadeError` when the existing ``folder`` cannot be written to."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise GeospadeError(f"{what} {folder} is not writable")
+
+
+def prepare_folder(folder: str | Path, what: str = "output folder") -> Path:
+    """Create ``folder`` (and its parents) if needed and check that it can be written to."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GeospadeError(f"cannot create {what} {folder}: {exc.strerror}") from None
+    check_writable(folder, what)
+    return folder
+
+
 def prepare_output(path: str | Path, overwrite: bool = False,
                    inputs: Sequence[tuple[str, str | Path | None]] = ()) -> Path:
     """Check that ``path`` can be written before any work is done.
@@ -156,21 +198,12 @@ def prepare_output(path: str | Path, overwrite: bool = False,
             "lc.tif")``; ``what`` names it in the error. None paths are skipped.
     """
     path = Path(path)
-    for what, source in inputs:
-        if source is not None and same_file(path, source):
-            raise GeospadeError(f"output {path} is {what} this command reads; write the output "
-                                "to another file (--overwrite never replaces an input)")
+    check_not_an_input(path, inputs)
     if path.is_dir():
         raise GeospadeError(f"output {path} is a folder, not a file")
     if path.exists() and not overwrite:
         raise GeospadeError(f"output {path} already exists (use --overwrite to replace it)")
-    folder = path.parent if str(path.parent) else Path(".")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise GeospadeError(f"cannot create output folder {folder}: {exc.strerror}") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise GeospadeError(f"output folder {folder} is not writable")
+    prepare_folder(path.parent if str(path.parent) else Path("."))
     return path
 
 
@@ -597,13 +630,13 @@ def _tile_offsets(paths: Sequence[Path]) -> tuple[list[_Tile], Grid, dict[str, A
     _, _, _, _, _, count0, dtype0, nodata0, desc0, interp0 = metas[0]
     if crs0 is None:
         raise GeospadeError(f"tile {p0} has no CRS")
-    if t0.b != 0 or t0.d != 0:
+    if is_rotated(t0):
         raise GeospadeError(f"tile {p0} is rotated; stitch needs north-up tiles")
     tiles = []
     for p, crs, t, w, h, count, dtype, _, _, _ in metas:
         if crs != crs0:
             raise GeospadeError(f"tile {p} is in another CRS than {p0} ({crs} vs {crs0})")
-        if (t.b != 0 or t.d != 0 or not math.isclose(t.a, t0.a, rel_tol=1e-9)
+        if (is_rotated(t) or not math.isclose(t.a, t0.a, rel_tol=1e-9)
                 or not math.isclose(t.e, t0.e, rel_tol=1e-9)):
             raise GeospadeError(
                 f"tile {p} has pixel size ({t.a:g}, {-t.e:g}), {p0} has ({t0.a:g}, {-t0.e:g}): "

@@ -18,7 +18,6 @@ statistics are frozen in eval mode, and a VAE generator gets one code z for the 
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 import warnings
@@ -44,7 +43,10 @@ from geospade.raster.writer import (
     Grid,
     StripWriter,
     bounded_gdal_cache,
+    check_not_an_input,
     edge_overlaps,
+    is_rotated,
+    prepare_folder,
     prepare_output,
     ramp,
     removing_new_folders,
@@ -121,19 +123,6 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     return amp
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/"auto" -> cuda when available, else cpu; checks that the device exists."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise GeospadeError(f"unknown device {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GeospadeError(f"device {device} requested but CUDA is not available")
-    return dev
-
-
 def load_synthesis_model(checkpoint: str | Path, device: str | torch.device | None = None,
                          amp: str = "auto", seed: int = 0, style: str | Path | None = None,
                          channels_last: bool | None = None, fused: bool | None = None
@@ -156,7 +145,7 @@ def load_synthesis_model(checkpoint: str | Path, device: str | torch.device | No
     Returns:
         A :class:`SynthesisModel`.
     """
-    from geospade.models import build_generator, synthesis_generator
+    from geospade.models import build_generator, resolve_device, synthesis_generator
 
     check_seed(seed)
     data = load_checkpoint(checkpoint)
@@ -617,14 +606,7 @@ def synthesize(
         if save_landcover is not None:
             save_landcover = prepare_output(save_landcover, overwrite, inputs)
         if tiles_only is not None:
-            tiles_dir = Path(tiles_only)
-            try:
-                tiles_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise GeospadeError(f"cannot create tiles folder {tiles_dir}: {exc.strerror}"
-                                    ) from None
-            if not os.access(tiles_dir, os.W_OK | os.X_OK):
-                raise GeospadeError(f"tiles folder {tiles_dir} is not writable")
+            prepare_folder(tiles_only, "tiles folder")
 
         model = checkpoint if isinstance(checkpoint, SynthesisModel) else load_synthesis_model(
             checkpoint, device=device, amp=amp, seed=seed, style=style)
@@ -641,7 +623,7 @@ def synthesize(
             raise GeospadeError(f"{landcover} is not a readable raster "
                                 f"({first_line(exc)})") from None
         with src, bounded_gdal_cache():
-            if tiles_only is not None and (src.transform.b != 0 or src.transform.d != 0):
+            if tiles_only is not None and is_rotated(src.transform):
                 raise GeospadeError(
                     f"{landcover} is rotated (not north-up), and --tiles-only writes tiles for "
                     "'geospade stitch', which joins north-up tiles only; synthesize the whole "
@@ -707,10 +689,7 @@ def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, 
 
     if tiles_only is not None:
         for j in strips:
-            for what, source in inputs:
-                if source is not None and same_file(tile_path(j), source):
-                    raise GeospadeError(f"tile {tile_path(j)} would replace {what} this "
-                                        "command reads; write the tiles to another folder")
+            check_not_an_input(tile_path(j), inputs, "tile", "write the tiles to another folder")
     if tiles_only is not None and not overwrite:
         existing = [tile_path(j) for j in strips if tile_path(j).exists()]
         if existing:

@@ -37,8 +37,8 @@ from geospade.models.discriminator import MultiscaleDiscriminator
 from geospade.models.encoder import StyleEncoder
 from geospade.models.generator import Generator
 from geospade.models.losses import load_vgg_loss
-from geospade.models.precision import autocast_context, to_channels_last
-from geospade.synthesis.sliding import resolve_device
+from geospade.models.precision import autocast_context, resolve_device, to_channels_last
+from geospade.raster.writer import check_writable
 from geospade.training.checkpoint import load_checkpoint, save_checkpoint
 from geospade.training.config import TrainConfig, given_options, resolve_config, to_toml
 from geospade.training.preview import preview_grid, save_png
@@ -236,8 +236,8 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
                                                      if p.exists())
     # A replaced run is moved aside in its parent folder, so that must be writable too.
     for folder in {existing, run_dir.absolute().parent} if overwrite else {existing}:
-        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
-            raise GeospadeError(f"output folder {folder} is not writable")
+        if folder.is_dir():
+            check_writable(folder)
     if resume:
         if not (run_dir / CHECKPOINT_NAME).is_file():
             raise GeospadeError(f"nothing to resume: {run_dir / CHECKPOINT_NAME} does not exist")
