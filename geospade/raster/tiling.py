@@ -35,7 +35,7 @@ from geospade.raster import chip_store
 from geospade.raster.alignment import RESAMPLING, align, imagery_valid, open_raster, warped_imagery
 from geospade.raster.codecs import check_codec
 from geospade.raster.windows import SPLITS, assign_blocks, chip_offsets, chip_split, group_offsets
-from geospade.raster.writer import prepare_output, same_file
+from geospade.raster.writer import prepare_folder, same_file
 from geospade.schemes import IGNORE_INDEX, ClassScheme, UnknownClassValuesError, load_scheme
 
 TASK_ROWS = 1024
@@ -227,7 +227,7 @@ def tile(
 
     # The store is built beside ``out`` under a temporary name: before reading any pixel, check
     # that its folder can be written (an error naming the folder, not the temporary name).
-    tmp = prepare_output(out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
+    tmp = prepare_folder(out.parent) / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
     config["tmp"] = str(tmp)
     try:
         try:

@@ -289,7 +289,7 @@ class _RunFolder:
     def abort(self) -> None:
         if not self.begun or self.committed:
             return
-        if self.created or self.old is not None:
+        if self.created:  # also when the old run was moved aside
             shutil.rmtree(self.path, ignore_errors=True)
         else:  # an empty folder the user made: empty it again
             for child in self.path.iterdir():
