@@ -269,3 +269,19 @@ def test_unknown_device_and_unwritable_folder(stores, tmp_path, capsys, monkeypa
     monkeypatch.setattr(loop.os, "access", lambda path, mode: str(path) != str(tmp_path))
     code, _, err = run(["train", str(stores["good"]), "-o", str(tmp_path / "r"), *TINY], capsys)
     assert code == 1 and f"output folder {tmp_path} is not writable" in one_line_error(err)
+
+
+def test_a_run_folder_that_cannot_be_made_is_one_line(stores, old_run, tmp_path, capsys,
+                                                        monkeypatch):
+    before = _snapshot(old_run)
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(type(old_run), "mkdir", refuse)
+    code, _, err = run(["train", str(stores["good"]), "-o", str(old_run), "--overwrite",
+                        "--steps", "1", *TINY], capsys)
+    monkeypatch.undo()
+    assert code == 1
+    assert f"cannot create run folder {old_run}: Permission denied" in one_line_error(err)
+    assert _snapshot(old_run) == before and _siblings(old_run) == []

@@ -277,8 +277,12 @@ class _RunFolder:
             self.old = self.path.with_name(f".{self.path.name}.replaced-{os.getpid()}")
             self.path.rename(self.old)
         self.created = not self.path.exists()
-        self.path.mkdir(parents=True, exist_ok=True)
         self.begun = True
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a folder os.access let through (/proc, a full disk)
+            raise GeospadeError(f"cannot create run folder {self.path}: {exc.strerror}"
+                                ) from None
 
     def commit(self) -> None:
         if self.old is not None:
