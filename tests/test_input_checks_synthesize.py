@@ -114,7 +114,7 @@ def test_stitch_output_may_not_be_one_of_the_tiles(tmp_path, capsys):
     before = a.read_bytes()
     code, _, err = run_cli(["stitch", str(a), str(b), "-o", str(tmp_path / "." / "a.tif"),
                             "--overwrite", "-q"], capsys)
-    assert_one_line_error(code, err, "is a tile this command reads")
+    assert_one_line_error(code, err, "is a tile that this command reads")
     assert a.read_bytes() == before
 
 

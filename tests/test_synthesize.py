@@ -6,6 +6,7 @@ hundred pixels, so the whole file runs in seconds.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -452,6 +453,12 @@ def test_existing_output_needs_overwrite(tmp_path, ckpt, landcover, capsys):
     code, _, err = run_cli(["synthesize", str(ckpt), str(landcover), "-o", str(out)], capsys)
     assert code == 1 and "--overwrite" in err and err.count("\n") == 1
     assert out.read_bytes() == b"keep me"
+    # --overwrite replaces only a GeoTIFF (what synthesize writes), never a file of notes.
+    code, _, err = run_cli(["synthesize", str(ckpt), str(landcover), "-o", str(out),
+                            "--overwrite"], capsys)
+    assert code == 1 and "is not a GeoTIFF" in err and err.count("\n") == 1
+    assert out.read_bytes() == b"keep me"
+    shutil.copy(landcover, out)
     code, out_text, _ = run_cli(["synthesize", str(ckpt), str(landcover), "-o", str(out),
                                  "--overwrite"], capsys)
     assert code == 0 and "Mpx/s" in out_text and str(out) in out_text

@@ -46,7 +46,7 @@ from geospade.evaluation.segmenter import (
 )
 from geospade.models.precision import resolve_device
 from geospade.normalization import BandStats, denormalize, normalize
-from geospade.raster.writer import prepare_output
+from geospade.outputs import prepare_output
 from geospade.schemes import ClassScheme
 
 REPORT_FORMAT = "geospade-evaluation"

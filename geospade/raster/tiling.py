@@ -31,11 +31,11 @@ from rasterio.windows import Window
 
 from geospade.errors import GeospadeError, check_seed
 from geospade.normalization import BandStats, fixed_range
+from geospade.outputs import prepare_folder, same_file
 from geospade.raster import chip_store
 from geospade.raster.alignment import RESAMPLING, align, imagery_valid, open_raster, warped_imagery
 from geospade.raster.codecs import check_codec
 from geospade.raster.windows import SPLITS, assign_blocks, chip_offsets, chip_split, group_offsets
-from geospade.raster.writer import prepare_folder, same_file
 from geospade.schemes import IGNORE_INDEX, ClassScheme, UnknownClassValuesError, load_scheme
 
 TASK_ROWS = 1024

@@ -16,12 +16,11 @@ value: an integer pixel that would is moved one step away from it (e.g. 0 -> 1 f
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from rasterio.enums import ColorInterp, Resampling
 from rasterio.windows import Window
 
 from geospade.errors import GeospadeError, first_line
+from geospade.outputs import prepare_output, removing_new_folders
 from geospade.raster.codecs import check_codec, codec_options, cog_codec_options
 
 DEFAULT_BLOCK_SIZE = 256
@@ -129,106 +129,9 @@ class Grid:
     height: int
 
 
-def same_file(a: str | Path, b: str | Path) -> bool:
-    """Whether ``a`` and ``b`` name the same file, whatever their spelling (relative or
-    absolute, ``..``, symbolic or hard links); for a file not yet there, whether they resolve
-    to the same path."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist (yet)
-        return Path(a).resolve() == Path(b).resolve()
-
-
 def is_rotated(transform) -> bool:
     """Whether a raster's affine transform is rotated or sheared (not north-up)."""
     return transform.b != 0 or transform.d != 0
-
-
-def check_not_an_input(path: str | Path, inputs: Sequence[tuple[str, str | Path | None]],
-                       kind: str = "output", hint: str = "write the output to another file"
-                       ) -> None:
-    """Raise :class:`GeospadeError` when the output ``path`` is one of ``inputs``.
-
-    An output never replaces a file the command reads, not even with ``--overwrite``.
-
-    Args:
-        path: a file the command will write.
-        inputs: ``(what, path)`` of each file the command reads, e.g. ``("the land cover",
-            "lc.tif")``; ``what`` names it in the error. None paths are skipped.
-        kind: what ``path`` is ("output", "tile"), and ``hint`` what to do instead, for the
-            message.
-    """
-    for what, source in inputs:
-        if source is not None and same_file(path, source):
-            raise GeospadeError(f"{kind} {path} is {what} this command reads; {hint} "
-                                "(--overwrite never replaces an input)")
-
-
-def check_writable(folder: str | Path, what: str = "output folder") -> None:
-    """Raise :class:`GeospadeError` when the existing ``folder`` cannot be written to."""
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise GeospadeError(f"{what} {folder} is not writable")
-
-
-def prepare_folder(folder: str | Path, what: str = "output folder") -> Path:
-    """Create ``folder`` (and its parents) if needed and check that it can be written to."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise GeospadeError(f"cannot create {what} {folder}: {exc.strerror}") from None
-    check_writable(folder, what)
-    return folder
-
-
-def prepare_output(path: str | Path, overwrite: bool = False,
-                   inputs: Sequence[tuple[str, str | Path | None]] = ()) -> Path:
-    """Check that ``path`` can be written before any work is done.
-
-    Creates missing parent folders (see :func:`removing_new_folders` to take them back when
-    the command fails). Raises :class:`GeospadeError` when ``path`` is one of ``inputs`` (even
-    with ``overwrite``: an output never replaces a file the command reads), when the file
-    exists and ``overwrite`` is false, when it is a folder, or when its folder cannot be
-    written.
-
-    Args:
-        path: the output file.
-        overwrite: replace an existing file.
-        inputs: ``(what, path)`` of each file the command reads, e.g. ``("the land cover",
-            "lc.tif")``; ``what`` names it in the error. None paths are skipped.
-    """
-    path = Path(path)
-    check_not_an_input(path, inputs)
-    if path.is_dir():
-        raise GeospadeError(f"output {path} is a folder, not a file")
-    if path.exists() and not overwrite:
-        raise GeospadeError(f"output {path} already exists (use --overwrite to replace it)")
-    prepare_folder(path.parent if str(path.parent) else Path("."))
-    return path
-
-
-@contextlib.contextmanager
-def removing_new_folders(folders: Sequence[str | Path | None]) -> Iterator[None]:
-    """Take back, when the block raises, the folders it created on the way to ``folders``.
-
-    :func:`prepare_output` creates an output's missing parent folders before any work is done;
-    a command that then fails should leave the file system as it found it. Every folder of
-    ``folders`` (and their ancestors) that does not exist when the block starts is removed
-    when the block raises, deepest first, and only while it is empty.
-    """
-    new: set[Path] = set()
-    for folder in folders:
-        if folder is None:
-            continue
-        folder = Path(folder).absolute()
-        new.update(f for f in (folder, *folder.parents) if not f.exists())
-    try:
-        yield
-    except BaseException:
-        for folder in sorted(new, key=lambda f: len(f.parts), reverse=True):
-            with contextlib.suppress(OSError):  # not empty, or gone: leave it
-                folder.rmdir()
-        raise
 
 
 def _temp_name(path: Path, tag: str) -> Path:

@@ -37,20 +37,22 @@ from tqdm import tqdm
 
 from geospade.errors import GeospadeError, check_seed, first_line
 from geospade.normalization import BandStats, denormalize, normalize
+from geospade.outputs import (
+    check_not_an_input,
+    prepare_folder,
+    prepare_output,
+    removing_new_folders,
+    same_file,
+)
 from geospade.raster.codecs import check_codec
 from geospade.raster.writer import (
     BlendingWriter,
     Grid,
     StripWriter,
     bounded_gdal_cache,
-    check_not_an_input,
     edge_overlaps,
     is_rotated,
-    prepare_folder,
-    prepare_output,
     ramp,
-    removing_new_folders,
-    same_file,
 )
 from geospade.schemes import IGNORE_INDEX, ClassScheme
 from geospade.training.checkpoint import load_checkpoint

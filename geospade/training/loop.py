@@ -38,7 +38,7 @@ from geospade.models.encoder import StyleEncoder
 from geospade.models.generator import Generator
 from geospade.models.losses import load_vgg_loss
 from geospade.models.precision import autocast_context, resolve_device, to_channels_last
-from geospade.raster.writer import check_writable
+from geospade.outputs import check_writable
 from geospade.training.checkpoint import load_checkpoint, save_checkpoint
 from geospade.training.config import TrainConfig, given_options, resolve_config, to_toml
 from geospade.training.preview import preview_grid, save_png
