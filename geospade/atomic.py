@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from geospade.errors import writing
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -29,23 +31,27 @@ def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
     writers that look at it) and is removed when the block raises. The renamed file gets the
     permissions a newly created file would have (``0o666`` less the umask), not the private
     ``0o600`` of :func:`tempfile.mkstemp`, so others can read checkpoints on shared storage.
+    A failed write (a full disk above all) is one :class:`~geospade.errors.WriteFailed` naming
+    ``path`` (:func:`~geospade.errors.writing`), still an ``OSError``.
 
     Args:
         path: the destination; its folder must exist.
         fsync: flush the file to disk before the rename (for files a crash must not lose).
     """
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}",
-                                dir=path.parent)
+    with writing(path):
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}",
+                                    dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
-        if fsync:
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        with writing(path):
+            yield tmp
+            os.chmod(tmp, 0o666 & ~_umask())
+            if fsync:
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -10,11 +10,12 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 
 import click
 
 from geospade import __version__
-from geospade.errors import GeospadeError
+from geospade.errors import GeospadeError, out_of_room, read_failure, room_error
 
 COMMANDS = {
     "tile": "Cut land cover + imagery into aligned mask/image chips (a chip store).",
@@ -54,8 +55,24 @@ def cli() -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    msg = " ".join(str(exc).split())
+    text = str(exc)
+    if "Original Traceback" in text:
+        # Raised in a DataLoader worker: torch re-raises it with the worker's traceback in
+        # the message; its last line is the error itself ("geospade.errors.…Error: message").
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    msg = " ".join(text.split())
     return msg or exc.__class__.__name__
+
+
+def _reworded(exc: BaseException, args: list[str]) -> GeospadeError | None:
+    """The one-line error of a failed read or write that no library code wrapped: a damaged
+    raster (rasterio's "Read failed. See previous exception …", named as in ``args``), a full
+    disk."""
+    reason = out_of_room(exc)
+    if reason is not None:
+        return room_error(getattr(exc, "filename", None) or "an output", reason)
+    return read_failure(exc, args)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,7 +81,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         # make_context + invoke (rather than cli.main) lets Ctrl-C reach the handler below
         # untouched, so the interrupt message is one line too.
-        with cli.make_context("geospade", args) as ctx:
+        with cli.make_context("geospade", args) as ctx, warnings.catch_warnings():
+            # geospade checks georeferencing itself and says so in its own words ("has no
+            # CRS"); rasterio's warning about it (also from a file cut short) is only noise.
+            warnings.filterwarnings("ignore", message="Dataset has no geotransform")
             cli.invoke(ctx)
     except click.exceptions.Exit as exc:  # --help, --version
         if exc.exit_code:
@@ -97,11 +117,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except (OSError, ValueError) as exc:
         # Unreadable files (rasterio's RasterioIOError is an OSError), bad values from libraries.
-        click.echo(f"geospade: error: {_one_line(exc)}", err=True)
+        click.echo(f"geospade: error: {_one_line(_reworded(exc, args) or exc)}", err=True)
         sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - last line of defence: still one line, no traceback
         if _debug():
             raise
+        known = _reworded(exc, args)
+        if known is not None:
+            click.echo(f"geospade: error: {_one_line(known)}", err=True)
+            sys.exit(1)
         click.echo(
             f"geospade: error: {exc.__class__.__name__}: {_one_line(exc)} "
             "(set GEOSPADE_DEBUG=1 for a traceback)",

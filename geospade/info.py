@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,40 +21,29 @@ def describe(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise GeospadeError(f"no such file or folder: {path}")
+    if not (path.is_dir() or path.is_file()):
+        # A named pipe would block the read until a writer comes; a device never ends.
+        raise GeospadeError(f"{path} is not a regular file or folder (a pipe, socket or "
+                            "device); give a raster, chip store or checkpoint")
     if path.is_dir():
-        manifest = path / "manifest.json"
-        if not manifest.is_file():
+        if not (path / "manifest.json").is_file():
             raise GeospadeError(f"{path} is not a chip store (no manifest.json: incomplete?)")
-        try:
-            data = json.loads(manifest.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise GeospadeError(f"cannot read {manifest}: {exc}") from None
+        from geospade.raster.chip_store import open_chip_store
+
+        store = open_chip_store(path)  # a manifest that does not hold together is an error
         return {
             "kind": "chip-store",
             "path": str(path),
-            "scheme": data.get("scheme", {}).get("name"),
-            "classes": [c["name"] for c in data.get("scheme", {}).get("classes", [])],
-            "bands": [b.get("name") for b in data.get("bands", [])],
-            "dtype": (data.get("bands") or [{}])[0].get("dtype"),
-            "chip_size": data.get("chip_size"),
-            "stride": data.get("stride"),
-            "counts": data.get("counts"),
+            "scheme": store.scheme.name,
+            "classes": store.scheme.names,
+            "bands": [b.name for b in store.bands],
+            "dtype": store.bands[0].dtype,
+            "chip_size": store.chip_size,
+            "stride": store.manifest.get("stride"),
+            "counts": store.manifest.get("counts"),
         }
     if path.suffix in (".pt", ".pth", ".ckpt"):
-        from geospade.training.checkpoint import load_checkpoint
-
-        ckpt = load_checkpoint(path)
-        return {
-            "kind": "checkpoint",
-            "path": str(path),
-            "step": ckpt.get("step"),
-            "scheme": ckpt["scheme"].get("name"),
-            "classes": [c["name"] for c in ckpt["scheme"].get("classes", [])],
-            "bands": [b.get("name") for b in ckpt["bands"]],
-            "chip_size": ckpt["chip_size"],
-            "generator": ckpt["generator_config"],
-            "has_style_encoder": "encoder" in ckpt,
-        }
+        return _describe_checkpoint(path)
     import rasterio
 
     try:
@@ -79,3 +67,30 @@ def describe(path: str | Path) -> dict[str, Any]:
             }
     except rasterio.errors.RasterioIOError as exc:
         raise GeospadeError(f"{path} is not a raster, chip store or checkpoint ({exc})") from None
+
+
+def _describe_checkpoint(path: Path) -> dict[str, Any]:
+    from geospade.normalization import BandStats
+    from geospade.schemes import ClassScheme
+    from geospade.training.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    scheme = ClassScheme.from_dict(ckpt["scheme"], origin=str(path))
+    bands = ckpt["bands"]
+    if not isinstance(bands, list) or not all(isinstance(b, dict) for b in bands):
+        raise GeospadeError(f"{path}: 'bands' must be a list of band objects")
+    try:
+        names = [BandStats.from_dict(b).name for b in bands]
+    except GeospadeError as exc:
+        raise GeospadeError(f"{path}: {exc}") from None
+    return {
+        "kind": "checkpoint",
+        "path": str(path),
+        "step": ckpt.get("step"),
+        "scheme": scheme.name,
+        "classes": scheme.names,
+        "bands": names,
+        "chip_size": ckpt["chip_size"],
+        "generator": ckpt["generator_config"],
+        "has_style_encoder": "encoder" in ckpt,
+    }

@@ -315,12 +315,34 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
                 tmp.rename(path)
             else:
                 continue
-        elif tmp.is_dir() and not tmp.is_symlink():
-            shutil.rmtree(tmp, ignore_errors=True)
         else:
-            tmp.unlink(missing_ok=True)
+            _remove(tmp)
         handled.append(tmp)
     return handled
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries_in(folder: str | Path) -> list[Path]:
+    """Remove the temporaries killed runs left inside ``folder`` (a run folder whose lock is
+    held): hidden entries ``.NAME.…`` with one of :data:`TEMPORARY_MARKERS`."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        if (name.startswith(".") and not name.endswith(LOCK_SUFFIX)
+                and ".replaced-" not in name and any(m in name for m in TEMPORARY_MARKERS)):
+            path = Path(folder) / name
+            _remove(path)
+            removed.append(path)
+    return removed
 
 
 def _only_partial_run(path: Path) -> bool:
@@ -347,10 +369,19 @@ class OutputLock:
         self.what = what
         self.lock = lock_path(path)
         self._fd: int | None = None
+        self._made: list[Path] = []
 
     def acquire(self) -> OutputLock:
         if fcntl is None or not is_local(self.path):
             return self
+        folder = self.lock.parent.absolute()
+        self._made = [f for f in (folder, *folder.parents) if not f.exists()]
+        if self._made:  # taken back on release when still empty
+            try:
+                folder.mkdir(parents=True)
+            except OSError as exc:
+                raise GeospadeError(f"cannot create output folder {folder}: "
+                                    f"{exc.strerror}") from None
         while True:
             try:
                 fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o666)
@@ -362,6 +393,7 @@ class OutputLock:
             except OSError:
                 owner = _read_owner(fd)
                 os.close(fd)
+                self._remove_made_folders()
                 raise GeospadeError(
                     f"{self.what} {self.path} is being written by another geospade run"
                     f"{owner}; wait for it to finish or choose another output") from None
@@ -387,6 +419,12 @@ class OutputLock:
             self.lock.unlink()
         os.close(self._fd)
         self._fd = None
+        self._remove_made_folders()
+
+    def _remove_made_folders(self) -> None:
+        for folder in self._made:  # deepest first
+            with contextlib.suppress(OSError):  # not empty: the command wrote there
+                folder.rmdir()
 
     def __enter__(self) -> OutputLock:
         return self.acquire()

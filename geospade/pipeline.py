@@ -19,9 +19,16 @@ fingerprint is unchanged; once one stage runs, every later stage runs too, so a 
 reruns that stage and the ones after it. An interrupted training run with an unchanged
 fingerprint is resumed from its last checkpoint rather than restarted.
 
-Every table is checked before any stage runs: unknown options, values of the wrong type (against
-the stage function's signature), and what would only fail later (an evaluation split the tiling
-gives no chips, a chip size the generator cannot take).
+Every path a table names (inputs, ``save_landcover``, ``tiles_only``, ``vgg_weights``, …) is
+relative to the config file's folder. Every table is checked before any stage runs: unknown
+options, values of the wrong type (against the stage function's signature), and what would only
+fail later (an evaluation split the tiling gives no chips, a chip size the generator cannot take,
+synthesis options such as a window outside the land cover, ``style`` without ``[train] use_vae``,
+a missing weights file).
+
+Nothing a user has is lost (:mod:`geospade.outputs`): ``out`` must be new, empty or a pipeline
+work folder (which is continued); no configured input may lie where a stage writes (``chips/``,
+``run/``, ``synthetic.tif``, …); and one run at a time holds the work folder's lock.
 """
 
 from __future__ import annotations
@@ -43,7 +50,17 @@ from pathlib import Path
 from typing import Any
 
 from geospade.atomic import atomic_path
-from geospade.errors import GeospadeError
+from geospade.errors import GeospadeError, check_seed
+from geospade.outputs import (
+    PIPELINE_FOLDER,
+    OutputLock,
+    check_not_an_input,
+    is_local,
+    parent_of,
+    prepare_folder,
+    removing_new_folders,
+    same_file,
+)
 from geospade.toml_files import read_toml
 
 STAGES = ("landscape", "tile", "train", "synthesize", "evaluate")
@@ -129,13 +146,27 @@ def _write_state(out: Path, state: dict[str, Any]) -> None:
 
 @dataclass
 class Stage:
-    """One step of the pipeline: what it reads, what it writes, and how to run it."""
+    """One step of the pipeline: what it reads, what it writes, and how to run it.
+
+    Attributes:
+        inputs: the files whose size and mtime go into the fingerprint (also an earlier
+            stage's outputs).
+        outputs: the files that exist once the stage is complete.
+        sources: ``(what, path)`` of the files the user's config names for the stage to read
+            (none of them is ever written: see :func:`check_outputs_spare_sources`).
+        writes: every file or folder the stage replaces (default: ``outputs``).
+    """
 
     name: str
     settings: dict[str, Any]
     inputs: list[Path]
     outputs: list[Path]
     run: Callable[[bool], Any]  # argument: resume (train only)
+    sources: list[tuple[str, Path]] = field(default_factory=list)
+    writes: list[Path] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.writes = self.writes or list(self.outputs)
 
     def complete(self) -> bool:
         return all(p.exists() for p in self.outputs)
@@ -233,12 +264,27 @@ def stage_functions() -> dict[str, Callable[..., Any]]:
 
 
 def _path(base: Path, value: str | os.PathLike) -> Path:
+    """``value`` relative to the config file's folder (GDAL virtual paths and URLs as given)."""
+    if not is_local(value):
+        return Path(value)
     p = Path(value).expanduser()
     return p if p.is_absolute() else base / p
 
 
+def _scheme_path(base: Path, value: Any) -> Any:
+    """A ``scheme`` option: a built-in name as given, a scheme file relative to the config."""
+    from geospade.schemes import BUILTIN_SCHEMES
+
+    if not isinstance(value, (str, os.PathLike)) or str(value).lower() in BUILTIN_SCHEMES:
+        return value
+    return str(_path(base, value))
+
+
 def build_stages(config: Mapping[str, Any], out: Path, quiet: bool = False) -> list[Stage]:
-    """Turn a config dict into the list of stages (validating every section before any work)."""
+    """Turn a config dict into the list of stages (validating every section before any work).
+
+    Every path a table names is relative to the config file's folder (``config["_base"]``).
+    """
     base = Path(config.get("_base", "."))
     unknown = sorted(k for k in config if k not in TOP_KEYS and not k.startswith("_"))
     if unknown:
@@ -255,11 +301,16 @@ def build_stages(config: Mapping[str, Any], out: Path, quiet: bool = False) -> l
     tile_cfg = dict(config["tile"])
     fns = stage_functions()
     _check_types("tile", tile_cfg, _parameter_types(fns["tile"]))
+    landscape_size: tuple[int, int] | None = None
     if "landscape" in config:
         land = dict(config["landscape"])
         _check_keys("landscape", land,
                     _allowed(fns["landscape"], {"landcover_path", "imagery_path"}))
         _check_types("landscape", land, _parameter_types(fns["landscape"]))
+        if "scheme" in land:
+            land["scheme"] = _scheme_path(base, land["scheme"])
+        landscape_size = (land.get("width", _default(fns["landscape"], "width")),
+                          land.get("height", _default(fns["landscape"], "height")))
         folder = out / "landscape"
         lc_path, im_path = folder / "landcover.tif", folder / "imagery.tif"
         if "landcover" in tile_cfg or "imagery" in tile_cfg:
@@ -284,19 +335,24 @@ def build_stages(config: Mapping[str, Any], out: Path, quiet: bool = False) -> l
                     folder.rmdir()
                 raise
 
-        stages.append(Stage("landscape", land, [], [lc_path, im_path], run_landscape))
+        land_sources = _file_sources("landscape", land, ("scheme",))
+        stages.append(Stage("landscape", land, [p for _, p in land_sources],
+                            [lc_path, im_path], run_landscape, land_sources))
+        tile_sources: list[tuple[str, Path]] = []
     else:
         for key in ("landcover", "imagery"):
             if key not in tile_cfg:
                 raise GeospadeError(f"[tile] needs {key} = PATH (or add a [landscape] table)")
         lc_path = _path(base, tile_cfg["landcover"])
         im_path = _path(base, tile_cfg["imagery"])
+        tile_sources = [("[tile] landcover", lc_path), ("[tile] imagery", im_path)]
     tile_opts = {k: v for k, v in tile_cfg.items() if k not in ("landcover", "imagery")}
-    for key in ("scheme", "aoi"):
-        if isinstance(tile_opts.get(key), str) and tile_opts[key].endswith(
-            (".json", ".gpkg", ".geojson", ".shp")
-        ):
-            tile_opts[key] = str(_path(base, tile_opts[key]))
+    if "scheme" in tile_opts:
+        tile_opts["scheme"] = _scheme_path(base, tile_opts["scheme"])
+    if isinstance(tile_opts.get("aoi"), (str, os.PathLike)):
+        tile_opts["aoi"] = str(_path(base, tile_opts["aoi"]))
+    tile_files = _file_sources("tile", tile_opts, ("scheme", "aoi"))
+    tile_sources += tile_files
 
     # tile -----------------------------------------------------------------------------------
     _check_keys("tile", tile_opts,
@@ -307,14 +363,21 @@ def build_stages(config: Mapping[str, Any], out: Path, quiet: bool = False) -> l
         fns["tile"](lc_path, im_path, chips, overwrite=True, quiet=quiet, **tile_opts)
 
     stages.append(Stage("tile", {**tile_opts, "landcover": str(lc_path), "imagery": str(im_path)},
-                        [lc_path, im_path], [chips / "manifest.json"], run_tile))
+                        [lc_path, im_path, *(p for _, p in tile_files)],
+                        [chips / "manifest.json"], run_tile, tile_sources, writes=[chips]))
 
     # train ----------------------------------------------------------------------------------
     from geospade.training.config import TrainConfig
 
     train_cfg = dict(config["train"])
     train_config = TrainConfig.from_dict(train_cfg, source="[train]")  # validate before any work
-    _check_chip_size(tile_opts.get("size", _default(fns["tile"], "size")), train_config)
+    chip_size = tile_opts.get("size", _default(fns["tile"], "size"))
+    _check_chip_size(chip_size, train_config)
+    train_sources: list[tuple[str, Path]] = []
+    if train_config.vgg_weights not in ("auto", "off"):
+        train_cfg["vgg_weights"] = str(_path(base, train_config.vgg_weights))
+        if train_config.lambda_vgg > 0:  # read (and so needed) only then
+            train_sources.append(("[train] vgg_weights", Path(train_cfg["vgg_weights"])))
     run_dir = out / "run"
     checkpoint = run_dir / "checkpoint.pt"
     # [evaluate] is checked here already: its split is what training must find chips for.
@@ -331,17 +394,34 @@ def build_stages(config: Mapping[str, Any], out: Path, quiet: bool = False) -> l
         else:
             fns["train"](chips, run_dir, train_cfg, overwrite=True, quiet=quiet)
 
-    stages.append(Stage("train", train_cfg, [chips / "manifest.json"], [checkpoint], run_train))
+    stages.append(Stage("train", train_cfg,
+                        [chips / "manifest.json", *(p for _, p in train_sources)],
+                        [checkpoint], run_train, train_sources, writes=[run_dir]))
 
     # synthesize -----------------------------------------------------------------------------
     syn_cfg = dict(config["synthesize"])
     _check_types("synthesize", syn_cfg, _parameter_types(fns["synthesize"]))
-    syn_lc = _path(base, syn_cfg.pop("landcover")) if "landcover" in syn_cfg else lc_path
+    syn_sources: list[tuple[str, Path]] = []
+    if "landcover" in syn_cfg:
+        syn_lc = _path(base, syn_cfg.pop("landcover"))
+        if not ("landscape" in config and same_file(syn_lc, lc_path)):  # not the one made here
+            syn_sources.append(("[synthesize] landcover", syn_lc))
+    else:
+        syn_lc = lc_path
     edits = _path(base, syn_cfg.pop("edits")) if syn_cfg.get("edits") else None
     syn_cfg.pop("edits", None)
+    if edits is not None:
+        syn_sources.append(("[synthesize] edits", edits))
+    for key in ("style", "save_landcover", "tiles_only"):
+        if isinstance(syn_cfg.get(key), (str, os.PathLike)):
+            syn_cfg[key] = _path(base, syn_cfg[key])
+    syn_sources += _file_sources("synthesize", syn_cfg, ("style",))
     _check_keys("synthesize", syn_cfg, _allowed(fns["synthesize"], {
         "checkpoint", "landcover", "out", "edits", "overwrite", "quiet"}))
     synthetic = out / "synthetic.tif"
+    check_synthesis_options(syn_cfg, edits, chip_size, train_config.use_vae, synthetic)
+    check_synthesis_area(syn_cfg.get("window"), syn_cfg.get("bbox"), syn_lc,
+                         landscape_size if syn_lc == lc_path else None)
 
     def run_synthesize(resume: bool) -> None:
         kwargs = dict(syn_cfg)
@@ -349,13 +429,19 @@ def build_stages(config: Mapping[str, Any], out: Path, quiet: bool = False) -> l
             kwargs["edits"] = edits
         fns["synthesize"](checkpoint, syn_lc, synthetic, overwrite=True, quiet=quiet, **kwargs)
 
-    syn_inputs = [checkpoint, syn_lc] + ([edits] if edits is not None else [])
+    syn_inputs = [checkpoint, syn_lc] + [p for what, p in syn_sources
+                                         if what != "[synthesize] landcover"]
+    syn_outputs = [syn_cfg["tiles_only"] if syn_cfg.get("tiles_only") else synthetic]
+    if syn_cfg.get("save_landcover"):
+        syn_outputs.append(syn_cfg["save_landcover"])
     stages.append(Stage("synthesize", {**syn_cfg, "landcover": str(syn_lc),
                                        "edits": str(edits) if edits else None},
-                        syn_inputs, [synthetic], run_synthesize))
+                        syn_inputs, syn_outputs, run_synthesize, syn_sources))
 
     # evaluate (its table was checked with train's) ------------------------------------------
     report_path = out / "report.json"
+    weights = _path(base, ev_cfg["inception_weights"]) if ev_cfg.get("inception_weights") else None
+    ev_sources = [("[evaluate] inception_weights", weights)] if weights is not None else []
 
     def run_evaluate(resume: bool) -> None:
         from geospade.evaluation.segmenter import SegmenterSettings
@@ -363,20 +449,36 @@ def build_stages(config: Mapping[str, Any], out: Path, quiet: bool = False) -> l
         opts = dict(ev_cfg)
         steps = opts.pop("segmenter_steps", SegmenterSettings().steps)
         use_seg = opts.pop("segmenter", True)
-        weights = opts.pop("inception_weights", None)
+        opts.pop("inception_weights", None)
         fns["evaluate"](
             checkpoint, chips, out=report_path,
             segmenter=SegmenterSettings(steps=steps) if use_seg else None,
-            inception_weights=_path(base, weights) if weights else None,
-            overwrite=True, quiet=quiet, **opts,
+            inception_weights=weights, overwrite=True, quiet=quiet, **opts,
         )
 
     ev_outputs = [report_path]
     if ev_cfg.get("figure", True):
         ev_outputs.append(report_path.with_suffix(".png"))
-    stages.append(Stage("evaluate", ev_cfg, [checkpoint, chips / "manifest.json"], ev_outputs,
-                        run_evaluate))
+    stages.append(Stage("evaluate", ev_cfg,
+                        [checkpoint, chips / "manifest.json", *(p for _, p in ev_sources)],
+                        ev_outputs, run_evaluate, ev_sources))
     return stages
+
+
+def _file_sources(stage: str, options: Mapping[str, Any], keys: Sequence[str]
+                  ) -> list[tuple[str, Path]]:
+    """``(what, path)`` of the options among ``keys`` that name a file (not a built-in name)."""
+    from geospade.schemes import BUILTIN_SCHEMES
+
+    found = []
+    for key in keys:
+        value = options.get(key)
+        if not isinstance(value, (str, os.PathLike)):
+            continue
+        if key == "scheme" and str(value).lower() in BUILTIN_SCHEMES:
+            continue
+        found.append((f"[{stage}] {key}", Path(value)))
+    return found
 
 
 def _check_chip_size(size: Any, train_config: Any) -> None:
@@ -385,10 +487,155 @@ def _check_chip_size(size: Any, train_config: Any) -> None:
 
     layers = train_config.num_upsampling_layers
     stride = UpsamplingLayers(layers).stride
-    if isinstance(size, int) and (size < stride or size % stride):
+    if isinstance(size, int) and (size <= 0 or size % stride):
+        problem = "must be a positive multiple of" if size <= 0 else "is not a multiple of"
         raise GeospadeError(
-            f"[tile] size {size} is not a multiple of the generator's stride {stride} "
+            f"[tile] size {size} {problem} the generator's stride {stride} "
             f'([train] num_upsampling_layers = "{layers}"): use a multiple of {stride}'
+        )
+
+
+def check_synthesis_options(options: Mapping[str, Any], edits: Path | None, chip_size: Any,
+                            use_vae: bool, out: Path) -> None:
+    """The ``[synthesize]`` values that :func:`geospade.synthesis.sliding.synthesize` would only
+    refuse after tile and train ran: checked before any stage, with its messages.
+
+    Args:
+        options: the table, paths resolved (without ``landcover`` and ``edits``).
+        edits: the edits file, if any.
+        chip_size: ``[tile] size``, the window the checkpoint will synthesize.
+        use_vae: whether ``[train]`` trains a style encoder (``style`` needs one).
+        out: the GeoTIFF the stage writes.
+    """
+    from geospade.models.precision import resolve_device
+    from geospade.raster.codecs import check_codec
+    from geospade.synthesis.sliding import resolve_amp
+
+    if options.get("style") is not None and not use_vae:
+        raise GeospadeError("[synthesize] style needs a generator with a style encoder: set "
+                            "[train] use_vae = true, or leave style out")
+    world_size, rank = options.get("world_size", 1), options.get("rank", 0)
+    tiles_only, save_landcover = options.get("tiles_only"), options.get("save_landcover")
+    overlap, block_size = options.get("overlap"), options.get("block_size", 256)
+    half = chip_size // 2 if isinstance(chip_size, int) and chip_size > 0 else None
+    problems = [
+        (options.get("unknown", "error") not in ("error", "ignore"),
+         "--unknown must be 'error' or 'ignore'"),
+        (world_size < 1, f"--world-size must be at least 1, not {world_size}"),
+        (world_size >= 1 and not 0 <= rank < world_size,
+         f"--rank must be in 0..{world_size - 1} (--world-size {world_size}), not {rank}"),
+        (world_size > 1 and tiles_only is None,
+         "--world-size > 1 needs --tiles-only DIR (each rank writes its tiles; stitch joins "
+         "them)"),
+        (options.get("batch_size", 1) < 1, "--batch-size must be at least 1"),
+        (block_size <= 0 or block_size % 16,
+         f"block size {block_size} {'must be a positive' if block_size <= 0 else 'is not a'} "
+         "multiple of 16"),
+        (options.get("window") is not None and options.get("bbox") is not None,
+         "give --bbox or --window, not both"),
+        (options.get("edit_field") is not None and edits is None,
+         "--edit-field needs --edits (the vector file whose attribute it names)"),
+        (edits is not None and options.get("edit_field") is None,
+         "--edits needs --edit-field (the attribute with each polygon's class)"),
+        (save_landcover is not None and world_size > 1,
+         "--save-landcover cannot be combined with --world-size > 1"),
+        (save_landcover is not None and tiles_only is None and same_file(out, save_landcover),
+         f"-o and --save-landcover name the same file ({out}); give two different files"),
+        (overlap is not None and half is not None and not 0 <= overlap <= half,
+         f"--overlap must be between 0 and {half} (half the {chip_size}-pixel window), "
+         f"not {overlap}"),
+    ]
+    for failed, message in problems:
+        if failed:
+            raise GeospadeError(f"[synthesize]: {message}")
+    try:
+        check_codec(options.get("compress", "deflate"), options.get("cog", False))
+        check_seed(options.get("seed", 0))
+        if "amp" in options:  # bf16 where the device has none
+            resolve_amp(options["amp"], resolve_device(options.get("device")))
+    except GeospadeError as exc:
+        raise GeospadeError(f"[synthesize]: {exc}") from None
+
+
+def check_synthesis_area(window: Any, bbox: Any, landcover: Path,
+                         size: tuple[int, int] | None = None) -> None:
+    """A ``[synthesize]`` window or bbox lies inside the land cover it will be cut from.
+
+    Args:
+        window, bbox: the options (at most one is set; see :func:`check_synthesis_options`).
+        landcover: the land cover synthesize reads.
+        size: ``(width, height)`` of a land cover that ``[landscape]`` will make (its bounds are
+            not known before: a bbox is then only checked for its form).
+    """
+    import rasterio
+
+    from geospade.synthesis.sliding import parse_bbox, parse_window
+
+    if window is None and bbox is None:
+        return
+    try:
+        if size is not None:
+            if window is not None:
+                parse_window(window, *size)
+            else:
+                _check_bbox_form(bbox)
+            return
+        if not landcover.is_file():
+            return  # reported as an input not found
+        try:
+            src = rasterio.open(landcover)
+        except rasterio.errors.RasterioIOError:
+            raise GeospadeError(f"{landcover} is not a readable raster") from None
+        with src:
+            if window is not None:
+                parse_window(window, src.width, src.height)
+            else:
+                parse_bbox(bbox, src.transform, src.width, src.height)
+    except GeospadeError as exc:
+        raise GeospadeError(f"[synthesize]: {exc}") from None
+
+
+def _check_bbox_form(bbox: Any) -> None:
+    """Four numbers, min < max (what :func:`~geospade.synthesis.sliding.parse_bbox` takes)."""
+    try:
+        values = [float(v) for v in (bbox.replace(" ", "").split(",")
+                                     if isinstance(bbox, str) else bbox)]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) != 4 or not (values[0] < values[2] and values[1] < values[3]):
+        raise GeospadeError("--bbox must be MINX,MINY,MAXX,MAXY with min < max, in the land "
+                            "cover's CRS")
+
+
+def check_outputs_spare_sources(stages: Sequence[Stage], out: Path) -> None:
+    """No stage writes over, or into a folder holding, a file the config names as an input.
+
+    The tile stage replaces ``OUT/chips`` as a whole, train ``OUT/run``, and so on: a land cover
+    kept in ``OUT/chips/`` would be deleted. Every configured input is checked against every
+    path any stage writes (and the pipeline state), before any stage runs.
+    """
+    sources = [s for stage in stages for s in stage.sources]
+    hint = "keep inputs out of what the pipeline writes, or choose another work folder (-o)"
+    for stage in stages:
+        for path in stage.writes:
+            check_not_an_input(path, sources, kind=f"[{stage.name}] output", hint=hint)
+    check_not_an_input(out / STATE_FILE, sources, kind="pipeline state", hint=hint)
+
+
+def check_work_folder(out: Path) -> None:
+    """The work folder is new, empty, or a pipeline work folder (which is continued).
+
+    A folder of anything else is refused: the stages replace ``chips/``, ``run/``,
+    ``synthetic.tif`` … in it, and nothing there is theirs to replace.
+    """
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not out.is_dir():
+        raise GeospadeError(f"{out} exists and is not a folder")
+    if not PIPELINE_FOLDER.matches(out):
+        raise GeospadeError(
+            f"work folder {out} exists and is not a {PIPELINE_FOLDER.what} (it has no "
+            f"{STATE_FILE}); refusing to write into it: choose a new or empty folder (-o)"
         )
 
 
@@ -469,8 +716,11 @@ def run_pipeline(
     Raises:
         GeospadeError: a bad config (unknown sections or options, values of the wrong type,
             missing inputs, an evaluation split the tiling gives no chips, a chip size the
-            generator cannot take) before any work, or any stage's error. A first run that
-            fails before any stage finished leaves no work folder behind.
+            generator cannot take, synthesis options synthesize would refuse), a work folder
+            that is not new, empty or a pipeline work folder, an input where a stage writes,
+            or another run on the same work folder, all before any work; or any stage's
+            error. A first run that fails before any stage finished leaves no work folder
+            behind.
     """
     if isinstance(config, (str, Path)):
         config = load_config(config)
@@ -484,8 +734,7 @@ def run_pipeline(
             raise GeospadeError(f"pipeline config: out must be str, not {config['out']!r}")
         out = _path(base, config["out"])
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise GeospadeError(f"{out} exists and is not a folder")
+    check_work_folder(out)
     names = [s for s in STAGES if s in config]
     if force is not None and force != "all" and force not in names:
         raise GeospadeError(f"--force takes all or a stage of this pipeline ({', '.join(names)})")
@@ -493,19 +742,24 @@ def run_pipeline(
     made: set[Path] = set()
     for stage in stages:  # inputs no earlier stage makes, and devices, must exist before any work
         for p in stage.inputs:
-            if p not in made and not p.exists():
+            if p not in made and is_local(p) and not p.exists():
                 raise GeospadeError(f"[{stage.name}] input not found: {p}")
         made.update(stage.outputs)
         _check_device(stage.name, stage.settings.get("device"))
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        result = _run_stages(stages, out, force, say)
-    except BaseException:
-        # A first run that failed before any stage finished leaves no work folder behind.
-        if created and {p.name for p in out.iterdir()} <= {STATE_FILE}:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    check_outputs_spare_sources(stages, out)
+    # Folders made on the way to the work folder go again when the run fails.
+    with removing_new_folders([out]):
+        prepare_folder(parent_of(out))
+        with OutputLock(out, "pipeline work folder"):  # one run per work folder
+            created = not out.exists()
+            prepare_folder(out, "work folder")
+            try:
+                result = _run_stages(stages, out, force, say)
+            except BaseException:
+                # A first run that failed before any stage finished leaves no work folder.
+                if created and {p.name for p in out.iterdir()} <= {STATE_FILE}:
+                    shutil.rmtree(out, ignore_errors=True)
+                raise
     result.paths = _output_paths(stages, out)
     report_path = out / "report.json"
     if report_path.is_file():
@@ -553,7 +807,8 @@ def _output_paths(stages: list[Stage], out: Path) -> dict[str, Path]:
         paths["landcover"], paths["imagery"] = by_name["tile"].inputs[:2]
     paths["chips"] = out / "chips"
     paths["checkpoint"] = by_name["train"].outputs[0]
-    paths["synthetic"] = by_name["synthesize"].outputs[0]
+    tiles = by_name["synthesize"].settings.get("tiles_only")
+    paths["tiles" if tiles else "synthetic"] = by_name["synthesize"].outputs[0]
     paths["report"] = by_name["evaluate"].outputs[0]
     if len(by_name["evaluate"].outputs) > 1:
         paths["figure"] = by_name["evaluate"].outputs[1]

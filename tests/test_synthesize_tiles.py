@@ -31,10 +31,12 @@ def test_tiles_from_two_ranks_stitch_into_the_direct_result(setup, capsys):
                                 "--rank", str(rank), "--world-size", "2"], capsys)
         assert code == 0 and "tile(s)" in out
     names = sorted(p.name for p in tiles.iterdir())
-    assert names == ["lc_r0000000.tif", "lc_r0000048.tif", "lc_r0000086.tif"]
+    # Both ranks' tiles, and the marker naming the run they belong to (no lock left behind).
+    assert names == [".geospade-tiles.json", "lc_r0000000.tif", "lc_r0000048.tif",
+                     "lc_r0000086.tif"]
     with rasterio.open(tiles / "lc_r0000048.tif") as src:
         assert (src.width, src.height) == (100, 64)
-    summary = stitch(sorted(tiles.iterdir()), root / "stitched.tif", quiet=True)
+    summary = stitch(sorted(tiles.glob("*.tif")), root / "stitched.tif", quiet=True)
     assert summary["tiles"] == 3
     with rasterio.open(direct) as a, rasterio.open(root / "stitched.tif") as b:
         assert (a.crs, a.transform, a.shape) == (b.crs, b.transform, b.shape)

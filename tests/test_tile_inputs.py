@@ -159,12 +159,23 @@ def test_existing_out_is_left_untouched_without_overwrite(tmp_path, pair, capsys
     assert (out / "keep.txt").read_text() == "mine"
     assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
 
+    # A folder of someone's notes is not a chip store: --overwrite does not wipe it either.
+    code, _, err = run_cli(["tile", str(pair[0]), str(pair[1]), "-o", str(out), "--size", "64",
+                            "--overwrite"], capsys)
+    assert_one_line_error(code, err, "is not a geospade chip store")
+    assert (out / "keep.txt").read_text() == "mine"
+
+    (out / "keep.txt").unlink()
+    code, _, _ = run_cli(["tile", str(pair[0]), str(pair[1]), "-o", str(out), "--size", "64"],
+                         capsys)
+    assert code == 0  # an empty folder the user made is filled
     code, stdout, _ = run_cli(["tile", str(pair[0]), str(pair[1]), "-o", str(out), "--size",
                                "128", "--overwrite"], capsys)
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["images", "index.gpkg", "manifest.json",
                                                      "masks"]
     assert "wrote 4 chips" in stdout and "chips per split: train 4, val 0, test 0" in stdout
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 def test_bad_split_fractions_and_unreadable_aoi(tmp_path, pair, capsys):

@@ -9,8 +9,9 @@ from geospade.pipeline import STAGES
 
 @click.command("run")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--out", type=click.Path(file_okay=False),
-              help="Work folder (default: the config's `out`, relative to the config file).")
+@click.option("-o", "--out", type=click.Path(),
+              help="Work folder (default: the config's `out`, relative to the config file): "
+                   "new, empty, or the work folder of an earlier run, which is continued.")
 @click.option("--force", type=click.Choice(["all", *STAGES]),
               help="Rerun this stage and every later one even if they are up to date.")
 @click.option("-q", "--quiet", is_flag=True,
@@ -23,7 +24,9 @@ def command(config: str, out: str | None, force: str | None, quiet: bool) -> Non
     A stage is skipped when its outputs exist and its settings and input files are unchanged
     (fingerprints in OUT/pipeline-state.json); a changed setting reruns that stage and the ones
     after it (an input counts as changed when its size or modification time does). An
-    interrupted training run is resumed. The whole config is checked before any stage runs.
+    interrupted training run is resumed. The whole config is checked before any stage runs,
+    and paths in it are relative to its folder. A folder that is not a pipeline work folder is
+    never written into, nor are inputs where a stage writes; one run at a time per folder.
 
     Example: geospade run pipelines/chesapeake.toml
     """

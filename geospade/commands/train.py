@@ -27,7 +27,7 @@ def _flag(name: str, help_: str):
                    "options given on the command line override it.")
 @_opt("--steps", click.IntRange(min=1), "Training iterations (G step + D step). [2000]")
 @_opt("--epochs", click.IntRange(min=1), "Train this many passes over the train split instead "
-      "of --steps.")
+      "of --steps (give one of the two; either overrides the other from --config).")
 @_opt("--batch-size", click.IntRange(min=1), "Chips per iteration (per process). [4]")
 @_opt("--ngf", click.IntRange(min=2), "Generator width. [64]")
 @_opt("--ndf", click.IntRange(min=1), "Discriminator width. [64]")
@@ -79,10 +79,13 @@ def _flag(name: str, help_: str):
 @click.option("--no-vgg", is_flag=True, help="Same as --vgg-weights off.")
 @click.option("--resume", is_flag=True, help="Continue the run in RUN exactly from its "
               "checkpoint (only --steps/--epochs and logging options may change).")
+@click.option("--allow-other-chips", is_flag=True, help="With --resume: continue on CHIPS even "
+              "though the checkpoint was trained on another chip store (same bands, classes "
+              "and chip size), with a warning; without it that is an error.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing RUN folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no messages.")
 def command(chips: Path, run_dir: Path, config_file: Path | None, no_vgg: bool, resume: bool,
-            overwrite: bool, quiet: bool, **options) -> None:
+            allow_other_chips: bool, overwrite: bool, quiet: bool, **options) -> None:
     """Train a SPADE generator on the chip store CHIPS (from `geospade tile`).
 
     Writes RUN/checkpoint.pt (everything `geospade synthesize` needs) every --checkpoint-every
@@ -93,7 +96,9 @@ def command(chips: Path, run_dir: Path, config_file: Path | None, no_vgg: bool, 
 
     if no_vgg:
         options["vgg_weights"] = "off"
+    if allow_other_chips and not resume:
+        raise click.UsageError("--allow-other-chips only goes with --resume")
     result = train(chips, run_dir, config=config_file, resume=resume, overwrite=overwrite,
-                   quiet=quiet, **options)
+                   quiet=quiet, allow_other_chips=allow_other_chips, **options)
     if result.checkpoint is not None and not quiet:
         click.echo(f"checkpoint: {result.checkpoint} (step {result.step})")

@@ -1,9 +1,10 @@
 """A torch ``Dataset`` over a chip store written by ``geospade tile`` (docs/design.md).
 
 Each sample is one chip: its class-index mask (255 = ignore), its image normalised per band to
-[-1, 1] with the manifest's stats, and its id. Augmentation is one of the eight symmetries of the
-square (flips and 90° rotations), applied to mask and image together; these only move pixels, so
-the mask is never interpolated.
+[-1, 1] with the manifest's stats, and its id. Non-finite image pixels are ignored in the mask and
+finite in the image (:func:`~geospade.normalization.normalize`), whatever wrote the store.
+Augmentation is one of the eight symmetries of the square (flips and 90° rotations), applied to
+mask and image together; these only move pixels, so the mask is never interpolated.
 
 The augmentation drawn for a chip depends only on ``(seed, epoch, index)``, never on worker
 processes or the order samples are asked for, so a resumed training run sees the same samples as a
@@ -12,8 +13,7 @@ run that was never interrupted.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,80 +22,12 @@ import rasterio
 import torch
 from torch.utils.data import Dataset
 
-from geospade.errors import GeospadeError
+from geospade.errors import GeospadeError, reading
 from geospade.normalization import BandStats, normalize
+from geospade.raster.chip_store import ChipStore, open_chip_store
 from geospade.schemes import IGNORE_INDEX, ClassScheme
 
-CHIPS_FORMAT = "geospade-chips"
-CHIPS_VERSION = 1
 SPLITS = ("train", "val", "test")
-_MANIFEST_KEYS = ("scheme", "bands", "chip_size")
-
-
-@dataclass(frozen=True)
-class ChipStore:
-    """What a chip store's manifest says, validated.
-
-    Args:
-        root: the store's folder.
-        manifest: the parsed ``manifest.json``.
-        scheme: its class scheme.
-        bands: its bands with their normalisation stats.
-        chip_size: chip width and height in pixels.
-    """
-
-    root: Path
-    manifest: dict[str, Any]
-    scheme: ClassScheme
-    bands: tuple[BandStats, ...]
-    chip_size: int
-
-    @property
-    def num_classes(self) -> int:
-        return self.scheme.num_classes
-
-
-def open_chip_store(root: str | Path) -> ChipStore:
-    """Read and validate a chip store's manifest.
-
-    Raises:
-        GeospadeError: the folder or its manifest is missing (an incomplete store: the manifest is
-            written last), unreadable, or not a geospade chip store of a known version.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise GeospadeError(f"chip store not found: {root}")
-    path = root / "manifest.json"
-    if not path.is_file():
-        raise GeospadeError(
-            f"{root} is not a complete chip store "
-            "(no manifest.json; was `geospade tile` interrupted?)"
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise GeospadeError(f"{path} is not readable JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != CHIPS_FORMAT:
-        raise GeospadeError(
-            f"{root} is not a geospade chip store (manifest format is not {CHIPS_FORMAT!r})"
-        )
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version > CHIPS_VERSION:
-        raise GeospadeError(
-            f"{root} has chip store format version {version}; "
-            f"this geospade reads up to {CHIPS_VERSION}"
-        )
-    missing = [k for k in _MANIFEST_KEYS if k not in manifest]
-    if missing:
-        raise GeospadeError(f"{path} is incomplete (missing {', '.join(missing)})")
-    scheme = ClassScheme.from_dict(manifest["scheme"])
-    bands = tuple(BandStats.from_dict(b) for b in manifest["bands"])
-    if not bands:
-        raise GeospadeError(f"{path} lists no imagery bands")
-    chip_size = manifest["chip_size"]
-    if not isinstance(chip_size, int) or chip_size <= 0:
-        raise GeospadeError(f"{path} has an invalid chip_size {chip_size!r}")
-    return ChipStore(root, manifest, scheme, bands, chip_size)
 
 
 def read_chip_index(root: str | Path) -> list[dict[str, Any]]:
@@ -151,7 +83,7 @@ class ChipDataset(Dataset):
     ):
         if split not in (*SPLITS, "all"):
             raise GeospadeError(f"unknown split {split!r} (choose from {', '.join(SPLITS)}, all)")
-        self.store = open_chip_store(root)
+        self.store: ChipStore = open_chip_store(root)
         self.root = self.store.root
         self.split = split
         self.augment = augment
@@ -204,20 +136,33 @@ class ChipDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.rows[index]
         size = self.store.chip_size
-        with rasterio.open(self.root / row["mask"]) as src:
-            mask = src.read(1)
-        with rasterio.open(self.root / row["image"]) as src:
-            image = src.read()
+        mask = self._read(row["mask"], "mask chip")[0]
+        image = self._read(row["image"], "image chip")
         if mask.shape != (size, size) or image.shape[1:] != (size, size):
             raise GeospadeError(
                 f"chip {row['id']} is {image.shape[2]}x{image.shape[1]} px, "
                 f"the manifest says {size}"
             )
+        mask = mask.astype(np.int64)
+        if image.dtype.kind == "f":
+            # Stores tiled before issue 16 may hold NaN/inf pixels under a class: they are no
+            # data, so ignore them (normalize maps them to finite values).
+            mask[~np.isfinite(image).all(axis=0)] = IGNORE_INDEX
         image = torch.from_numpy(normalize(image, self.store.bands))
-        mask = torch.from_numpy(mask.astype(np.int64))
+        mask = torch.from_numpy(mask)
         # Out-of-scheme indices would index past the one-hot map: treat them as unlabelled.
         mask[(mask >= self.store.num_classes) & (mask != IGNORE_INDEX)] = IGNORE_INDEX
         code = self.augmentation_code(index)
         if code:
             image, mask = dihedral(image, code).contiguous(), dihedral(mask, code).contiguous()
         return {"mask": mask, "image": image, "id": row["id"]}
+
+    def _read(self, name: str, role: str) -> np.ndarray:
+        """All bands of the chip file ``name`` (relative to the store); a truncated or corrupt
+        file is one error naming it, without GDAL's warnings (a file cut inside its header
+        has no georeferencing left, which is no news once it is reported damaged)."""
+        path = self.root / name
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with reading(path, role), rasterio.open(path) as src:
+                return src.read()

@@ -53,6 +53,7 @@ class SpectralHistograms:
 
     Values in [-1, 1] are snapped to the nearest of ``bins`` equally spaced levels (``-1`` and
     ``1`` included). With 256 levels this is exact for uint8 imagery normalised from 0..255.
+    Pixels with a NaN or infinite value in any band are skipped, like ignored ones.
 
     Args:
         num_classes: number of classes K (mask values 0..K-1; others are ignored).
@@ -78,7 +79,8 @@ class SpectralHistograms:
                 f"image {tuple(image.shape)} does not match {self.bands} bands and mask "
                 f"{tuple(mask.shape)}"
             )
-        valid = _valid(mask) & (mask < self.num_classes)
+        # Pixels with a non-finite band are no data (issue 16), like the ignore index.
+        valid = _valid(mask) & (mask < self.num_classes) & np.isfinite(image).all(axis=0)
         if not valid.any():
             return
         cls = mask[valid].astype(np.int64)
@@ -117,7 +119,8 @@ def gradient_magnitude(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray,
 
     The gradient at a pixel uses forward differences to its right and lower neighbours, averaged
     over bands; it is kept only where both neighbours have the pixel's own class, so edges between
-    classes (which a flat "paint by class" image also has) never count as texture.
+    classes (which a flat "paint by class" image also has) never count as texture, and only where
+    it is finite (a NaN or infinite pixel is no data).
 
     Args:
         image: ``(C, H, W)`` float image.
@@ -131,7 +134,8 @@ def gradient_magnitude(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray,
     dy = img[:, 1:, :-1] - img[:, :-1, :-1]
     mag = np.sqrt(dx * dx + dy * dy).mean(axis=0)
     m = mask[:-1, :-1]
-    keep = (m == mask[:-1, 1:]) & (m == mask[1:, :-1]) & _valid(m)
+    # A non-finite pixel or neighbour gives a non-finite magnitude: no data, left out.
+    keep = (m == mask[:-1, 1:]) & (m == mask[1:, :-1]) & _valid(m) & np.isfinite(mag)
     return mag[keep], m[keep]
 
 

@@ -46,7 +46,13 @@ from geospade.evaluation.segmenter import (
 )
 from geospade.models.precision import resolve_device
 from geospade.normalization import BandStats, denormalize, normalize
-from geospade.outputs import prepare_output
+from geospade.outputs import (
+    EVALUATION_REPORT,
+    PNG,
+    locked_outputs,
+    prepare_output,
+    same_file,
+)
 from geospade.schemes import ClassScheme
 
 REPORT_FORMAT = "geospade-evaluation"
@@ -69,18 +75,20 @@ def progress_enabled(quiet: bool = False) -> bool:
 
 def generator_painter(
     checkpoint: dict[str, Any], store_bands: Sequence[BandStats], device: torch.device,
-    seed: int = 0,
+    seed: int = 0, path: str | Path | None = None,
 ) -> Painter:
     """A painter running a checkpoint's generator (EMA weights when present).
 
     Its output is mapped to the source dtype with the checkpoint's stats (what ``synthesize``
     writes) and normalised back with the chip store's, so it is measured like a real chip.
+    ``path`` (the checkpoint's file) is named when its weights do not fit its generator config.
     """
     from geospade.models import build_generator
+    from geospade.training.checkpoint import load_weights
 
     net = build_generator(checkpoint["generator_config"])
-    state = checkpoint.get("generator_ema") or checkpoint["generator"]
-    net.load_state_dict(state)
+    part = "generator_ema" if checkpoint.get("generator_ema") else "generator"
+    load_weights(net, checkpoint[part], path, part)
     net = net.to(device).eval()
     ckpt_bands = [BandStats.from_dict(b) for b in checkpoint["bands"]]
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -249,21 +257,41 @@ def evaluate(
         GeospadeError: missing files, scheme/band mismatch, an empty split, an unknown device,
             outputs that exist or whose folder cannot be written (all before any work).
     """
-    from geospade.data.chips import ChipDataset, open_chip_store
-    from geospade.training.checkpoint import load_checkpoint
-
     check_seed(seed)
     checkpoint, chips = Path(checkpoint), Path(chips)
     out = Path(out) if out is not None else None
     fig_path = _figure_path(out, figure)
-    for path in (out, fig_path):
-        if path is not None:
-            prepare_output(path, overwrite)  # exists without overwrite, or cannot be written
+    _check_outputs(out, fig_path, overwrite,
+                   [("the checkpoint", checkpoint), ("the chip store", chips),
+                    ("the Inception weights", inception_weights)])
+    with locked_outputs([(out, "report"), (fig_path, "figure")]):
+        return _evaluate(checkpoint, chips, split, out, fig_path, segmenter, inception_weights,
+                         batch_size, device, seed, quiet)
+
+
+def _check_outputs(out: Path | None, fig_path: Path | None, overwrite: bool, inputs) -> None:
+    """The report and the figure are two new files (or replaceable ones of their kind), and
+    neither is an input nor lies inside the chip store."""
+    if out is not None and fig_path is not None and same_file(out, fig_path):
+        raise GeospadeError(f"the report and the figure would both be written to {out}; give "
+                            "the report a .json name (or pass --no-figure)")
+    if out is not None:
+        prepare_output(out, overwrite, inputs, kind=EVALUATION_REPORT)
+    if fig_path is not None:
+        prepare_output(fig_path, overwrite, inputs, kind=PNG)
+
+
+def _evaluate(checkpoint: Path, chips: Path, split: str, out: Path | None,
+              fig_path: Path | None, segmenter, inception_weights, batch_size: int, device,
+              seed: int, quiet: bool) -> dict[str, Any]:
+    from geospade.data.chips import ChipDataset, open_chip_store
+    from geospade.training.checkpoint import load_checkpoint
+
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint)
     store = open_chip_store(chips)
     _check_compatible(ckpt, store.scheme, store.bands, checkpoint, chips)
-    painter = generator_painter(ckpt, store.bands, dev, seed=seed)
+    painter = generator_painter(ckpt, store.bands, dev, seed=seed, path=checkpoint)
     report = evaluate_painter(
         painter, chips, split, segmenter=segmenter, inception_weights=inception_weights,
         batch_size=batch_size, device=dev, seed=seed, quiet=quiet, dataset_cls=ChipDataset,
@@ -475,7 +503,9 @@ def write_report(report: dict[str, Any], path: str | Path) -> Path:
     """Write ``report`` as JSON (atomically; private keys starting with ``_`` are left out)."""
     path = Path(path)
     public = {k: v for k, v in report.items() if not k.startswith("_")}
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(public, indent=2) + "\n"))
+    # _json already turned NaN/inf into None; allow_nan=False keeps it strict JSON regardless.
+    text = json.dumps(_json(public), indent=2, allow_nan=False)
+    _atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
     return path
 
 

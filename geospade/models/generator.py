@@ -215,9 +215,10 @@ class Generator(nn.Module):
         if ngf < 2 or hidden < 1 or z_dim < 1:
             raise GeospadeError("ngf must be at least 2; hidden and z_dim at least 1")
         self.stride = ups.stride
-        if crop_size < self.stride or crop_size % self.stride:
+        if crop_size <= 0 or crop_size % self.stride:
+            problem = "must be a positive multiple of" if crop_size <= 0 else "is not a multiple of"
             raise GeospadeError(
-                f"crop size {crop_size} is not a multiple of the generator's stride {self.stride}"
+                f"crop size {crop_size} {problem} the generator's stride {self.stride}"
             )
         self._config = {
             "num_classes": int(num_classes), "out_channels": int(out_channels), "ngf": int(ngf),
@@ -317,9 +318,10 @@ def check_generator_input(labels: torch.Tensor, config: dict[str, Any], stride: 
     check_labels(labels, config["num_classes"])
     n, height, width = labels.shape
     if height % stride or width % stride or height == 0 or width == 0:
+        problem = ("must be a positive multiple of" if height == 0 or width == 0
+                   else "is not a multiple of")
         raise GeospadeError(
-            f"class map size {height}x{width} is not a multiple of the generator's stride "
-            f"{stride}"
+            f"class map size {height}x{width} {problem} the generator's stride {stride}"
         )
     size = (height // stride, width // stride)
     if size == (1, 1) and config["param_free_norm"] == ParamFreeNorm.INSTANCE.value:

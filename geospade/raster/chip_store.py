@@ -1,4 +1,5 @@
-"""Writing the chip store of DESIGN.md: image and mask chips, ``index.gpkg``, ``manifest.json``.
+"""The chip store of DESIGN.md: writing its image and mask chips, ``index.gpkg`` and
+``manifest.json``, and reading the manifest back (:func:`open_chip_store`).
 
 Layout (format version 1, see ``docs/design.md``)::
 
@@ -13,7 +14,9 @@ from __future__ import annotations
 import json
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -21,8 +24,10 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.io import MemoryFile
 
+from geospade.errors import GeospadeError, check_format_header
+from geospade.normalization import BandStats
 from geospade.raster.codecs import codec_options
-from geospade.schemes import IGNORE_INDEX
+from geospade.schemes import IGNORE_INDEX, ClassScheme
 
 FORMAT = "geospade-chips"
 FORMAT_VERSION = 1
@@ -243,7 +248,110 @@ def write_index(
 
 
 def write_manifest(path: Path, manifest: dict) -> None:
-    """Write ``manifest.json`` (the last file of a store) via a temporary file and a rename."""
+    """Write ``manifest.json`` (the last file of a store) via a temporary file and a rename.
+
+    The manifest is strict JSON: a NaN or infinite number in ``manifest`` is a bug of the
+    caller (band stats are computed from finite pixels only, a non-finite nodata is written as
+    a string by :func:`geospade.normalization.nodata_to_json`), so it raises ``ValueError``
+    and writes nothing rather than a file other JSON readers refuse.
+    """
+    try:
+        text = json.dumps(manifest, indent=2, allow_nan=False)
+    except ValueError as exc:
+        raise ValueError(f"{path.name} would hold a NaN or infinite number ({exc})") from None
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.write_text(text + "\n")
     os.replace(tmp, path)
+
+
+# -- reading the manifest ----------------------------------------------------------------------
+
+_MANIFEST_KEYS = ("scheme", "bands", "chip_size")
+
+
+@dataclass(frozen=True)
+class ChipStore:
+    """What a chip store's manifest says, validated.
+
+    Args:
+        root: the store's folder.
+        manifest: the parsed ``manifest.json``.
+        scheme: its class scheme.
+        bands: its bands with their normalisation stats.
+        chip_size: chip width and height in pixels.
+    """
+
+    root: Path
+    manifest: dict[str, Any]
+    scheme: ClassScheme
+    bands: tuple[BandStats, ...]
+    chip_size: int
+
+    @property
+    def num_classes(self) -> int:
+        return self.scheme.num_classes
+
+
+def open_chip_store(root: str | Path) -> ChipStore:
+    """Read and validate a chip store's manifest.
+
+    Raises:
+        GeospadeError: the folder or its manifest is missing (an incomplete store: the manifest is
+            written last), unreadable, or not a geospade chip store of a known version.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise GeospadeError(f"chip store not found: {root}")
+    path = root / MANIFEST
+    if not path.is_file():
+        raise GeospadeError(
+            f"{root} is not a complete chip store "
+            "(no manifest.json; was `geospade tile` interrupted?)"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GeospadeError(f"{path} is not readable JSON ({exc})") from None
+    check_format_header(manifest, str(root), "chip store", FORMAT, FORMAT_VERSION,
+                        _MANIFEST_KEYS)
+    # A hand-edited manifest fails here, in words, rather than as a KeyError in a later stage.
+    scheme = ClassScheme.from_dict(manifest["scheme"], origin=str(path))
+    try:
+        if not isinstance(manifest["bands"], list) or not all(
+                isinstance(b, dict) for b in manifest["bands"]):
+            raise GeospadeError(f"'bands' must be a list of band objects, not "
+                                f"{_json_type(manifest['bands'])}")
+        bands = tuple(BandStats.from_dict(b) for b in manifest["bands"])
+    except GeospadeError as exc:
+        raise GeospadeError(f"{path}: {exc}") from None
+    if not bands:
+        raise GeospadeError(f"{path} lists no imagery bands")
+    chip_size = manifest["chip_size"]
+    if not _count(chip_size) or chip_size <= 0:
+        raise GeospadeError(f"{path} has an invalid chip_size {chip_size!r}")
+    if "stride" in manifest and not (_count(manifest["stride"]) and manifest["stride"] > 0):
+        raise GeospadeError(f"{path} has an invalid stride {manifest['stride']!r}")
+    counts = manifest.get("counts", {})
+    if not isinstance(counts, dict) or not all(
+            isinstance(k, str) and _count(n) for k, n in counts.items()):
+        raise GeospadeError(f"{path}: 'counts' must map each split to its number of chips, "
+                            f"not {_json_type(counts)} {json.dumps(counts)[:40]}")
+    return ChipStore(root, manifest, scheme, bands, chip_size)
+
+
+def _count(value: Any) -> bool:
+    """A JSON whole number that is not negative (``true`` is not a count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _json_type(value: Any) -> str:
+    """``value``'s JSON type, for messages: "a string", "an object"."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return "a number"

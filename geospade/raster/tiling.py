@@ -29,9 +29,16 @@ from rasterio.crs import CRS
 from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
-from geospade.errors import GeospadeError, check_seed
-from geospade.normalization import BandStats, fixed_range
-from geospade.outputs import prepare_folder, same_file
+from geospade.errors import GeospadeError, check_seed, reading, writing
+from geospade.normalization import BandStats, fixed_range, nodata_to_json
+from geospade.outputs import (
+    CHIP_STORE,
+    OutputLock,
+    check_not_an_input,
+    check_replaceable,
+    prepare_folder,
+    same_file,
+)
 from geospade.raster import chip_store
 from geospade.raster.alignment import RESAMPLING, align, imagery_valid, open_raster, warped_imagery
 from geospade.raster.codecs import check_codec
@@ -151,9 +158,21 @@ def tile(
     _check_options(size, stride, max_nodata, block, workers, unknown, resampling, compress,
                    seed)
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise GeospadeError(f"{out} already exists (use --overwrite to replace it)")
-    scheme = load_scheme(scheme)
+    inputs = [("the land cover", landcover), ("the imagery", imagery), ("the AOI file", aoi)]
+    if isinstance(scheme, (str, Path)) and Path(scheme).is_file():
+        inputs.append(("the scheme file", scheme))
+    check_not_an_input(out, inputs, hint="write the chip store to a new folder")
+    check_replaceable(out, CHIP_STORE, overwrite)
+    with OutputLock(out, "chip store"):
+        return _tile(landcover, imagery, out, load_scheme(scheme), size, stride, max_nodata, aoi,
+                     val_fraction, test_fraction, block, workers, seed, unknown, resampling,
+                     compress, quiet)
+
+
+def _tile(landcover, imagery, out: Path, scheme: ClassScheme, size: int, stride: int,
+          max_nodata: float, aoi, val_fraction: float, test_fraction: float, block: int,
+          workers: int, seed: int, unknown: str, resampling: str, compress: str, quiet: bool
+          ) -> TileSummary:
 
     with open_raster(landcover, "land cover") as lab, open_raster(imagery, "imagery") as img:
         if lab.count != 1:
@@ -305,12 +324,7 @@ def tile(
             "dropped": dropped,
         }
         chip_store.write_manifest(tmp / chip_store.MANIFEST, manifest)
-        if out.exists() or out.is_symlink():
-            if out.is_dir() and not out.is_symlink():
-                shutil.rmtree(out)
-            else:
-                out.unlink()
-        os.replace(tmp, out)
+        _replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -318,6 +332,18 @@ def tile(
         out=out, counts=counts, dropped=dropped, class_pixels=class_pixels,
         class_names=scheme.names, warped=alignment.warped, bands=bands,
     )
+
+
+def _replace_folder(new: Path, out: Path) -> None:
+    """Move the finished store ``new`` to ``out``; an old store there (checked replaceable) is
+    moved aside first and removed only once the new one is in place."""
+    old = None
+    if out.exists() and any(out.iterdir()):
+        old = out.with_name(f".{out.name}.partial-old-{uuid.uuid4().hex[:8]}")
+        out.rename(old)
+    os.replace(new, out)  # onto a missing or empty folder
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 # -- checks -------------------------------------------------------------------------------------
@@ -371,7 +397,7 @@ def _source_facts(ds, path) -> dict:
         "height": ds.height,
         "dtype": ds.dtypes[0],
         "count": ds.count,
-        "nodata": ds.nodata,
+        "nodata": nodata_to_json(ds.nodata),  # strict JSON, also for a NaN nodata
     }
 
 
@@ -463,8 +489,9 @@ class _IndexWriter:
 
     def _flush(self) -> None:
         if self.pending:
-            chip_store.write_index(self.path, self.pending, self.num_classes, self.crs,
-                                   append=self.rows > 0)
+            with writing(_store_name(self.path, self.path.parent)):
+                chip_store.write_index(self.path, self.pending, self.num_classes, self.crs,
+                                       append=self.rows > 0)
             self.rows += len(self.pending)
             self.pending = []
 
@@ -549,7 +576,8 @@ def _close_worker() -> None:
 def _count_values(span: tuple[int, int, int, int]) -> dict[float, int]:
     """Pixel count of each raw label value in a window (rows r0..r1, cols c0..c1)."""
     r0, r1, c0, c1 = span
-    raw = _STATE["labels"].read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+    with reading(_STATE["config"]["landcover"], "land cover"):
+        raw = _STATE["labels"].read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
     if raw.dtype.kind in "ui" and raw.dtype.itemsize <= 2:
         low = 0 if raw.dtype.kind == "u" else int(raw.min())
         counts = np.bincount((raw if low == 0 else raw.astype(np.int32) - low).ravel())
@@ -590,70 +618,117 @@ def _cut_task(task: dict) -> dict:
     r0, r1, c0, c1 = task["window"]
     size = config["size"]
     transform = config["grid"]["transform"]
-    raw = _STATE["labels"].read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+    with reading(config["landcover"], "land cover"):
+        raw = _STATE["labels"].read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
     masks = scheme.encode(raw, config["label_nodata"], unknown="ignore")
-    image, valid = _read_imagery(r0, r1, c0, c1)
+    with reading(config["imagery"], "imagery"):
+        image, valid = _read_imagery(r0, r1, c0, c1)
+    valid = _finite_pixels(image, valid, config["image_nodata"])
     if valid is not None:
         masks[~valid] = IGNORE_INDEX
     tmp = Path(config["tmp"])
     sample = []
     chips, dropped = [], 0
     k = scheme.num_classes
-    for row, col, split in task["chips"]:
-        i, j = row - r0, col - c0
-        mask = masks[i : i + size, j : j + size]
-        hist = np.bincount(mask.ravel(), minlength=256)
-        labelled = int(hist[:k].sum())
-        nodata_fraction = 1.0 - labelled / mask.size
-        if nodata_fraction > config["max_nodata"] + 1e-12:
-            dropped += 1
-            continue
-        chip = image[:, i : i + size, j : j + size]
-        cid = chip_store.chip_id(row, col)
-        window = Window(col, row, size, size)
-        chip_transform = rasterio.windows.transform(window, transform)
-        image_rel = f"{chip_store.IMAGES}/{cid}.tif"
-        mask_rel = f"{chip_store.MASKS}/{cid}.tif"
-        _STATE["image_writer"].write(tmp / image_rel, chip, chip_transform)
-        _STATE["mask_writer"].write(tmp / mask_rel, mask, chip_transform)
-        # A few random pixels per chip (seeded by its position, so any worker draws the same)
-        # give the band statistics without touching every pixel again.
-        rng = np.random.default_rng([config["seed"], row, col])
-        rr, cc = rng.integers(0, size, size=(2, SAMPLE_PER_CHIP))
-        if valid is not None:
-            keep = valid[i + rr, j + cc]
-            rr, cc = rr[keep], cc[keep]
-        sample.append(chip[:, rr, cc])
-        chips.append({
-            "id": cid, "split": split, "row_off": row, "col_off": col, "width": size,
-            "height": size, "nodata_fraction": nodata_fraction,
-            "class_fractions": (hist[:k] / mask.size).tolist(),
-            "class_pixels": hist[:k].tolist(),
-            "image": image_rel, "mask": mask_rel,
-            "bounds": rasterio.windows.bounds(window, transform),
-        })
+    # One stderr capture for the task's chips (writing() costs ~10 µs, a chip ~300 µs);
+    # switch() names the chip being written.
+    with writing(_store_name(tmp / chip_store.IMAGES, tmp)) as target:
+        for row, col, split in task["chips"]:
+            i, j = row - r0, col - c0
+            mask = masks[i : i + size, j : j + size]
+            hist = np.bincount(mask.ravel(), minlength=256)
+            labelled = int(hist[:k].sum())
+            nodata_fraction = 1.0 - labelled / mask.size
+            if nodata_fraction > config["max_nodata"] + 1e-12:
+                dropped += 1
+                continue
+            chip = image[:, i : i + size, j : j + size]
+            cid = chip_store.chip_id(row, col)
+            window = Window(col, row, size, size)
+            chip_transform = rasterio.windows.transform(window, transform)
+            image_rel = f"{chip_store.IMAGES}/{cid}.tif"
+            mask_rel = f"{chip_store.MASKS}/{cid}.tif"
+            target.switch(_store_name(tmp / image_rel, tmp))
+            _STATE["image_writer"].write(tmp / image_rel, chip, chip_transform)
+            target.switch(_store_name(tmp / mask_rel, tmp))
+            _STATE["mask_writer"].write(tmp / mask_rel, mask, chip_transform)
+            # A few random pixels per chip (seeded by its position, so any worker draws the same)
+            # give the band statistics without touching every pixel again.
+            rng = np.random.default_rng([config["seed"], row, col])
+            rr, cc = rng.integers(0, size, size=(2, SAMPLE_PER_CHIP))
+            if valid is not None:
+                keep = valid[i + rr, j + cc]
+                rr, cc = rr[keep], cc[keep]
+            sample.append(chip[:, rr, cc])
+            chips.append({
+                "id": cid, "split": split, "row_off": row, "col_off": col, "width": size,
+                "height": size, "nodata_fraction": nodata_fraction,
+                "class_fractions": (hist[:k] / mask.size).tolist(),
+                "class_pixels": hist[:k].tolist(),
+                "image": image_rel, "mask": mask_rel,
+                "bounds": rasterio.windows.bounds(window, transform),
+            })
     return {
         "chips": chips, "dropped_nodata": dropped, "n": len(task["chips"]),
         "sample": np.concatenate(sample, axis=1) if sample else None,
     }
 
 
+def _store_name(path: Path, tmp: Path) -> Path:
+    """The name ``path``, written in the store's temporary folder ``tmp``
+    (``.NAME.partial-XXXXXXXX``), will have in the finished store: the name errors give."""
+    return tmp.parent / tmp.name[1:].rsplit(".partial-", 1)[0] / path.relative_to(tmp)
+
+
+def _finite_pixels(image: np.ndarray, valid: np.ndarray | None,
+                   nodata: float | None) -> np.ndarray | None:
+    """``valid`` (None: all) less the pixels with a NaN or infinite value in any band.
+
+    Non-finite values are never data (issue 16): they would turn the band stats, and every
+    normalised chip, into NaN. Where the imagery has a nodata value, the whole pixel is set to
+    it in ``image`` (in place), so the chips written say "nodata" there too.
+    """
+    if image.dtype.kind != "f":
+        return valid
+    finite = np.isfinite(image).all(axis=0)
+    if finite.all():
+        return valid
+    if nodata is not None:
+        image[:, ~finite] = nodata
+    return finite if valid is None else valid & finite
+
+
 def _band_stats(names, dtype: str, nodata, samples) -> list[BandStats]:
     """Per-band normalisation: uint8 0..255, else the 2nd/98th percentiles of the sample;
-    mean and std (informational) from the sample of valid pixels of the kept chips."""
+    mean and std (informational) from the sample of valid pixels of the kept chips.
+
+    Every number is finite (the manifest is strict JSON): pixels with a non-finite band are
+    left out of the sample (:func:`_cut_task` already masks them), and a mean or std that
+    overflows float64 is None.
+    """
     fixed = fixed_range(dtype)
     sample = np.concatenate(samples, axis=1).astype(np.float64) if samples else None
+    if sample is not None:
+        sample = sample[:, np.isfinite(sample).all(axis=0)]
     has_sample = sample is not None and sample.shape[1] > 0
     bands = []
     for b, name in enumerate(names):
-        mean = float(sample[b].mean()) if has_sample else None
-        std = float(sample[b].std()) if has_sample else None
+        mean = _finite(sample[b].mean()) if has_sample else None
+        std = _finite(sample[b].std()) if has_sample else None
         if fixed is not None:
             low, high = fixed
         elif has_sample:
             low, high = (float(x) for x in np.percentile(sample[b], [2, 98]))
+            if not (math.isfinite(low) and math.isfinite(high)):  # interpolation overflowed
+                low, high = (float(x) for x in np.percentile(sample[b], [2, 98],
+                                                             method="nearest"))
         else:
             low, high = 0.0, 1.0
         bands.append(BandStats(name=name, dtype=dtype, low=low, high=high, mean=mean, std=std,
                                nodata=None if nodata is None else float(nodata)))
     return bands
+
+
+def _finite(value) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None

@@ -16,6 +16,7 @@ value: an integer pixel that would is moved one step away from it (e.g. 0 -> 1 f
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import secrets
@@ -33,9 +34,10 @@ from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.windows import Window
 
-from geospade.errors import GeospadeError, first_line
-from geospade.outputs import prepare_output, removing_new_folders
+from geospade.errors import GeospadeError, captured_stderr, first_line, reading, writing
+from geospade.outputs import OutputLock, prepare_output, removing_new_folders
 from geospade.raster.codecs import check_codec, codec_options, cog_codec_options
+from geospade.raster.tiles_folder import check_stitch_tiles
 
 DEFAULT_BLOCK_SIZE = 256
 """Internal tile size (pixels) of the GeoTIFFs the writer makes."""
@@ -188,8 +190,9 @@ class StripWriter:
                  colormap: dict[int, tuple[int, ...]] | None = None, cog: bool = False,
                  overwrite: bool = False, overviews: bool = True, resampling: str = "average",
                  block_size: int = DEFAULT_BLOCK_SIZE, compress: str = "deflate") -> None:
-        if block_size % 16:
-            raise GeospadeError(f"block size {block_size} is not a multiple of 16")
+        if block_size <= 0 or block_size % 16:
+            problem = "must be a positive" if block_size <= 0 else "is not a"
+            raise GeospadeError(f"block size {block_size} {problem} multiple of 16")
         check_codec(compress, cog)
         self.path = prepare_output(path, overwrite)
         self.grid = grid
@@ -226,7 +229,12 @@ class StripWriter:
             # Blocks are compressed on all cores: writes happen between generator batches.
             "num_threads": "all_cpus",
         }
-        self._dst = rasterio.open(self._tmp, "w", **profile)
+        try:
+            with writing(self.path):
+                self._dst = rasterio.open(self._tmp, "w", **profile)
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
         try:
             if descriptions:
                 for i, d in enumerate(descriptions, start=1):
@@ -258,7 +266,8 @@ class StripWriter:
     def _flush(self) -> None:
         if self._staged:
             window = Window(0, self.rows_written, self.grid.width, self._staged)
-            self._dst.write(self._stage[:, :self._staged], window=window)
+            with writing(self.path):
+                self._dst.write(self._stage[:, :self._staged], window=window)
             self.rows_written += self._staged
             self._staged = 0
 
@@ -276,47 +285,57 @@ class StripWriter:
         self._flush()
         if self.rows_written != self.grid.height:
             raise ValueError(f"only {self.rows_written} of {self.grid.height} rows written")
-        if self._factors and (self._raw or not self.cog):
-            # (The COG driver takes a raw intermediate's overviews over: averaging them
-            # here, band-interleaved, is faster than its own pass over its pixel-interleaved
-            # copy.)
-            self._dst.build_overviews(self._factors, self.resampling)
-            self._dst.update_tags(ns="rio_overview", resampling=self.resampling.name)
-        self._dst.close()
+        # A write that fails while GDAL closes the file is only printed (by libtiff): writing()
+        # turns it into an error before the damaged file is renamed into place.
+        with writing(self.path):
+            if self._factors and (self._raw or not self.cog):
+                # (The COG driver takes a raw intermediate's overviews over: averaging them
+                # here, band-interleaved, is faster than its own pass over its
+                # pixel-interleaved copy.)
+                self._dst.build_overviews(self._factors, self.resampling)
+                self._dst.update_tags(ns="rio_overview", resampling=self.resampling.name)
+            self._dst.close()
         if not (self.cog or self._raw):
             os.replace(self._tmp, self.path)
             return
         self._final_tmp = _temp_name(self.path, "partial")
         try:
-            if self.cog:
-                rasterio.shutil.copy(
-                    self._tmp, self._final_tmp, driver="COG",
-                    **cog_codec_options(self.compress, self.dtype.name),
-                    BLOCKSIZE=str(self.block_size), BIGTIFF="IF_SAFER",
-                    # One HTTP range request fetches every band of a tile.
-                    INTERLEAVE="PIXEL",
-                    OVERVIEW_RESAMPLING=self.resampling.name.upper(),
-                    OVERVIEWS="AUTO" if self.overviews else "NONE",
-                )
-            else:
-                options = {k.upper(): v for k, v in
-                           codec_options(self.compress, self.dtype.name).items()}
-                rasterio.shutil.copy(
-                    self._tmp, self._final_tmp, driver="GTiff", COPY_SRC_OVERVIEWS="YES",
-                    TILED="YES", BLOCKXSIZE=str(self.block_size),
-                    BLOCKYSIZE=str(self.block_size), INTERLEAVE="BAND", BIGTIFF="IF_SAFER",
-                    NUM_THREADS="ALL_CPUS", **options)
-                with rasterio.open(self._final_tmp, "r+") as dst:
-                    dst.update_tags(ns="rio_overview", resampling=self.resampling.name)
+            with writing(self.path):
+                self._copy()
             os.replace(self._final_tmp, self.path)
         finally:
             self._final_tmp.unlink(missing_ok=True)
             self._tmp.unlink(missing_ok=True)
 
+    def _copy(self) -> None:
+        """Compress the raw intermediate (with its overviews) into the COG or GeoTIFF."""
+        if self.cog:
+            rasterio.shutil.copy(
+                self._tmp, self._final_tmp, driver="COG",
+                **cog_codec_options(self.compress, self.dtype.name),
+                BLOCKSIZE=str(self.block_size), BIGTIFF="IF_SAFER",
+                # One HTTP range request fetches every band of a tile.
+                INTERLEAVE="PIXEL",
+                OVERVIEW_RESAMPLING=self.resampling.name.upper(),
+                OVERVIEWS="AUTO" if self.overviews else "NONE",
+            )
+        else:
+            options = {k.upper(): v for k, v in
+                       codec_options(self.compress, self.dtype.name).items()}
+            rasterio.shutil.copy(
+                self._tmp, self._final_tmp, driver="GTiff", COPY_SRC_OVERVIEWS="YES",
+                TILED="YES", BLOCKXSIZE=str(self.block_size),
+                BLOCKYSIZE=str(self.block_size), INTERLEAVE="BAND", BIGTIFF="IF_SAFER",
+                NUM_THREADS="ALL_CPUS", **options)
+            with rasterio.open(self._final_tmp, "r+") as dst:
+                dst.update_tags(ns="rio_overview", resampling=self.resampling.name)
+
     def abort(self) -> None:
         """Close and delete the temporary files (the final path is never touched)."""
         if not self._dst.closed:
-            self._dst.close()
+            # On a full disk closing fails again, loudly: the error already raised says why.
+            with captured_stderr(), contextlib.suppress(Exception):
+                self._dst.close()
         self._tmp.unlink(missing_ok=True)
         if self._final_tmp is not None:
             self._final_tmp.unlink(missing_ok=True)
@@ -611,7 +630,7 @@ def stitch(tiles: Sequence[str | Path], out: str | Path, cog: bool = False,
 
     check_codec(compress, cog)  # a bad codec fails before any work
     start = time.perf_counter()
-    with bounded_gdal_cache(), removing_new_folders([Path(out).parent]):
+    with bounded_gdal_cache(), removing_new_folders([Path(out).parent]), OutputLock(out):
         return _stitch(tiles, out, cog, overwrite, quiet, block_size, compress, start)
 
 
@@ -622,6 +641,7 @@ def _stitch(tiles: Sequence[str | Path], out: str | Path, cog: bool, overwrite: 
     from tqdm import tqdm
 
     placed, grid, meta = _tile_offsets([Path(t) for t in tiles])
+    check_stitch_tiles([t.path for t in placed])
     prepare_output(out, overwrite, inputs=[("a tile", t.path) for t in placed])
     ramps = tile_weights(placed)
     order = sorted(range(len(placed)), key=lambda i: (placed[i].row, placed[i].col))
@@ -636,7 +656,7 @@ def _stitch(tiles: Sequence[str | Path], out: str | Path, cog: bool, overwrite: 
         for i in order:
             t = placed[i]
             lead_y, trail_y, lead_x, trail_x = ramps[i]
-            with rasterio.open(t.path) as src:
+            with reading(t.path, "tile"), rasterio.open(t.path) as src:
                 data = src.read(out_dtype="float32")
                 valid = src.dataset_mask() > 0
             weight = np.outer(ramp(t.height, lead_y, trail_y), ramp(t.width, lead_x, trail_x))

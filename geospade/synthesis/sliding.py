@@ -39,11 +39,14 @@ from geospade.errors import GeospadeError, check_seed, first_line
 from geospade.normalization import BandStats, denormalize, normalize
 from geospade.outputs import (
     check_not_an_input,
+    locked_outputs,
     prepare_folder,
     prepare_output,
+    remove_stale_temporaries,
     removing_new_folders,
     same_file,
 )
+from geospade.raster import tiles_folder
 from geospade.raster.codecs import check_codec
 from geospade.raster.writer import (
     BlendingWriter,
@@ -55,7 +58,7 @@ from geospade.raster.writer import (
     ramp,
 )
 from geospade.schemes import IGNORE_INDEX, ClassScheme
-from geospade.training.checkpoint import load_checkpoint
+from geospade.training.checkpoint import load_checkpoint, load_weights
 
 AMP_CHOICES = ("auto", "bf16", "none")
 
@@ -172,13 +175,8 @@ def load_synthesis_model(checkpoint: str | Path, device: str | torch.device | No
     if chip_size % generator.stride:
         raise GeospadeError(f"{checkpoint}: chip size {chip_size} is not a multiple of the "
                             f"generator's stride {generator.stride}")
-    state = data.get("generator_ema") or data["generator"]
-    try:
-        generator.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        raise GeospadeError(f"{checkpoint}: weights do not match generator_config "
-                            f"({first_line(exc)})"
-                            ) from None
+    part = "generator_ema" if data.get("generator_ema") else "generator"
+    load_weights(generator, data[part], checkpoint, part)
     generator = synthesis_generator(generator, dev, torch.bfloat16 if amp == "bf16" else None,
                                     channels_last=channels_last, fused=fused)
     z = None
@@ -601,8 +599,13 @@ def synthesize(
     folders = [Path(out).parent] if tiles_only is None else [Path(tiles_only)]
     if save_landcover is not None:
         folders.append(Path(save_landcover).parent)
+    if tiles_only is not None:
+        check_not_an_input(tiles_only, inputs, "tiles folder", "write the tiles to a new folder")
+    locks = [(None if tiles_only is not None else out, "output"),
+             (save_landcover, "--save-landcover output"),
+             (None if tiles_only is None else Path(tiles_only) / f"rank{rank}", "tiles folder")]
     # A failed run takes back the output folders it created.
-    with removing_new_folders(folders):
+    with removing_new_folders(folders), locked_outputs(locks):
         if tiles_only is None:
             out = prepare_output(out, overwrite, inputs)
         if save_landcover is not None:
@@ -657,15 +660,25 @@ def synthesize(
                     print(f"geospade: warning: no polygon of edits {edits} overlaps the land "
                           f"cover{part}; the output is unedited (check the edits' CRS and extent)",
                           file=sys.stderr, flush=True)
+            run = tiles_folder.run_id({
+                "checkpoint": tiles_folder.file_identity(
+                    None if isinstance(checkpoint, SynthesisModel) else checkpoint),
+                "landcover": tiles_folder.file_identity(landcover),
+                "edits": tiles_folder.file_identity(edits), "edit_field": edit_field,
+                "style": tiles_folder.file_identity(style), "seed": seed,
+                "area": [int(v) for v in area.flatten()], "overlap": overlap, "amp": model.amp,
+                "world_size": world_size, "unknown": unknown,
+            })
             return _run(model, src, area, grid, out, edit_layer, save_landcover, overlap,
                         batch_size, cog, tiles_only, rank, world_size, unknown, overwrite, quiet,
-                        block_size, compress, start, inputs)
+                        block_size, compress, start, inputs, run)
 
 
 def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, save_landcover,
          overlap: int, batch_size: int, cog: bool, tiles_only, rank: int, world_size: int,
          unknown: str, overwrite: bool, quiet: bool, block_size: int, compress: str,
-         start: float, inputs: list[tuple[str, str | Path | None]]) -> dict[str, Any]:
+         start: float, inputs: list[tuple[str, str | Path | None]], run: str = ""
+         ) -> dict[str, Any]:
     size = model.chip_size
     width, height = grid.width, grid.height
     rows, lead_y, trail_y = window_offsets(height, size, overlap)
@@ -692,6 +705,9 @@ def _run(model: SynthesisModel, src, area: Window, grid: Grid, out, edit_layer, 
     if tiles_only is not None:
         for j in strips:
             check_not_an_input(tile_path(j), inputs, "tile", "write the tiles to another folder")
+            remove_stale_temporaries(tile_path(j))
+        tiles_folder.claim(tiles_only, run, [tile_path(j).name for j in range(len(rows))],
+                           overwrite)
     if tiles_only is not None and not overwrite:
         existing = [tile_path(j) for j in strips if tile_path(j).exists()]
         if existing:

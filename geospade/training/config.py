@@ -21,6 +21,9 @@ NORMS = ("spade", "clade")
 PARAM_FREE_NORMS = ("batch", "instance")
 UPSAMPLING = ("normal", "more", "most")
 AMP_MODES = ("none", "bf16", "fp16")
+DEFAULT_STEPS = 2000
+LENGTH_OPTIONS = ("steps", "epochs")
+"""The two ways to say how long a run is; a run gives one of them."""
 
 
 @dataclass
@@ -28,8 +31,9 @@ class TrainConfig:
     """Every option of ``geospade train``; the defaults follow the SPADE paper where it has one.
 
     Args:
-        steps: training iterations (one G step + one D step each).
-        epochs: if set, train this many passes over the train split instead of ``steps``.
+        steps: training iterations (one G step + one D step each); 2000 unless ``epochs``.
+        epochs: train this many passes over the train split instead of ``steps`` (giving
+            both is an error: one would silently win).
         batch_size: chips per iteration (per process under torchrun).
         ngf: generator width (channels of its last block).
         ndf: discriminator width (channels of its first layer).
@@ -71,7 +75,7 @@ class TrainConfig:
             cached and the network allows), ``off``, or a path to a VGG19 state dict.
     """
 
-    steps: int = 2000
+    steps: int | None = None
     epochs: int | None = None
     batch_size: int = 4
     ngf: int = 64
@@ -110,6 +114,8 @@ class TrainConfig:
     vgg_weights: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.steps is None and self.epochs is None:
+            self.steps = DEFAULT_STEPS
         self.validate()
 
     def validate(self) -> None:
@@ -123,13 +129,17 @@ class TrainConfig:
                 raise GeospadeError(
                     f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}"
                 )
-        positive = ("steps", "batch_size", "ngf", "ndf", "num_d", "n_layers_d", "z_dim",
-                    "spade_hidden", "checkpoint_every", "log_every", "val_chips")
+        if self.steps is not None and self.epochs is not None:
+            raise GeospadeError(
+                f"give steps or epochs, not both (steps={self.steps}, epochs={self.epochs}): "
+                "epochs trains that many passes over the train split instead of steps"
+            )
+        positive = ("steps", "epochs", "batch_size", "ngf", "ndf", "num_d", "n_layers_d",
+                    "z_dim", "spade_hidden", "checkpoint_every", "log_every", "val_chips")
         for name in positive:
-            if getattr(self, name) <= 0:
-                raise GeospadeError(f"{name} must be positive, not {getattr(self, name)}")
-        if self.epochs is not None and self.epochs <= 0:
-            raise GeospadeError(f"epochs must be positive, not {self.epochs}")
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise GeospadeError(f"{name} must be positive, not {value}")
         for name in ("preview_every", "val_every", "workers", "threads", "seed"):
             if getattr(self, name) < 0:
                 raise GeospadeError(f"{name} must be 0 or more, not {getattr(self, name)}")
@@ -157,10 +167,32 @@ class TrainConfig:
         values = {k: _coerce(k, v, known[k].type, source) for k, v in data.items()}
         return cls(**values)
 
+    @classmethod
+    def from_saved(cls, data: Mapping[str, Any], source: str = "checkpoint config"
+                   ) -> TrainConfig:
+        """A config a checkpoint stored, from any geospade version.
+
+        Runs stored the default ``steps`` beside ``epochs`` before the two excluded each other;
+        ``epochs`` set the length then, and still does.
+        """
+        data = dict(data)
+        if data.get("epochs") is not None and data.get("steps") is not None:
+            data["steps"] = None
+        return cls.from_dict(data, source=source)
+
     def replace(self, **overrides: Any) -> TrainConfig:
-        """A copy with ``overrides`` applied (``None`` values are ignored: "not given")."""
+        """A copy with ``overrides`` applied (``None`` values are ignored: "not given").
+
+        ``steps`` and ``epochs`` are one setting given two ways: overriding one unsets the
+        other (a ``--steps`` on the command line beats a config file's ``epochs``); overriding
+        both is an error.
+        """
+        given = {k: v for k, v in overrides.items() if v is not None}
         data = self.to_dict()
-        data.update({k: v for k, v in overrides.items() if v is not None})
+        for name, other in (LENGTH_OPTIONS, LENGTH_OPTIONS[::-1]):
+            if name in given and other not in given:
+                data[other] = None
+        data.update(given)
         return TrainConfig.from_dict(data, source="options")
 
 
@@ -190,7 +222,12 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if isinstance(data.get("train"), dict):
         data = data["train"]
     data = {k.replace("-", "_"): v for k, v in data.items()}
-    TrainConfig.from_dict(data, source=str(path))  # validate early, naming the file
+    try:
+        TrainConfig.from_dict(data, source=str(path))  # validate early, naming the file
+    except GeospadeError as exc:
+        message = str(exc)
+        raise GeospadeError(message if message.startswith(str(path)) else f"{path}: {message}"
+                            ) from None
     return data
 
 

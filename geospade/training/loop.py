@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import math
 import os
 import random
@@ -38,14 +39,21 @@ from geospade.models.encoder import StyleEncoder
 from geospade.models.generator import Generator
 from geospade.models.losses import load_vgg_loss
 from geospade.models.precision import autocast_context, resolve_device, to_channels_last
-from geospade.outputs import check_writable
-from geospade.training.checkpoint import load_checkpoint, save_checkpoint
+from geospade.outputs import (
+    OutputLock,
+    check_not_an_input,
+    check_writable,
+    remove_stale_temporaries_in,
+)
+from geospade.training.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from geospade.training.config import TrainConfig, given_options, resolve_config, to_toml
 from geospade.training.preview import preview_grid, save_png
 from geospade.training.step import GeneratorStep, TrainStep, adam
 from geospade.training.validation import mean_colour_error, spectral_distance
 
 CHECKPOINT_NAME = "checkpoint.pt"
+CHIPS_IDENTITY_KEY = "chips_manifest_sha256"
+"""Checkpoint key: :func:`chips_identity` of the chip store the run trains on."""
 # Options that may differ between a checkpoint and ``--resume`` (they do not change the model or
 # the optimisation already done).
 RESUMABLE_CHANGES = frozenset({
@@ -158,10 +166,11 @@ def _build_models(cfg: TrainConfig, num_classes: int, bands: int, chip_size: int
             hidden=cfg.spade_hidden,
         )
     except GeospadeError as exc:
-        if "not a multiple" in str(exc):
+        if "multiple of" in str(exc):
             stride = 2 ** {"normal": 5, "more": 6, "most": 7}[cfg.num_upsampling_layers]
+            problem = "must be a positive multiple of" if chip_size <= 0 else "is not a multiple of"
             raise GeospadeError(
-                f"chip size {chip_size} is not a multiple of the generator's stride {stride} "
+                f"chip size {chip_size} {problem} the generator's stride {stride} "
                 f"(num_upsampling_layers={cfg.num_upsampling_layers}); tile with --size a "
                 f"multiple of {stride} or choose fewer upsampling layers"
             ) from None
@@ -303,8 +312,20 @@ class _RunFolder:
             self.old = None
 
 
-def _check_resume(ckpt: dict[str, Any], cfg: TrainConfig, dataset: ChipDataset, path: Path
-                  ) -> None:
+def chips_identity(chips: str | Path) -> str:
+    """A chip store's identity: the SHA-256 of its ``manifest.json`` (written once, last, by
+    ``geospade tile``; a copy of the store has the same, a store tiled again another)."""
+    return hashlib.sha256((Path(chips) / "manifest.json").read_bytes()).hexdigest()
+
+
+def _check_resume(ckpt: dict[str, Any], cfg: TrainConfig, dataset: ChipDataset, path: Path,
+                  chips: str | Path, allow_other_chips: bool = False, warn: bool = True) -> None:
+    """Refuse to resume ``ckpt`` on a chip store it cannot continue on.
+
+    Bands, classes and chip size must agree; and the store must be the one the checkpoint was
+    trained on (:func:`chips_identity`, key ``chips_manifest_sha256``), unless
+    ``allow_other_chips``, which warns. A checkpoint older than that key warns once.
+    """
     bands = ckpt.get("bands", [])
     if len(bands) != len(dataset.bands):
         raise GeospadeError(
@@ -322,12 +343,25 @@ def _check_resume(ckpt: dict[str, Any], cfg: TrainConfig, dataset: ChipDataset, 
     for key in ("discriminator", "optimizer_g", "optimizer_d", "rng", "generator_ema"):
         if key not in ckpt:
             raise GeospadeError(f"{path} cannot be resumed (it has no {key} state)")
+    trained_on = ckpt.get(CHIPS_IDENTITY_KEY)
+    if trained_on is None:
+        if warn:
+            _warn(f"{path} does not record which chip store it was trained on (it predates "
+                  f"that check); continuing on {chips}")
+    elif trained_on != chips_identity(chips):
+        message = (f"{path} was trained on another chip store than {chips} (its manifest.json "
+                   f"differs)")
+        if not allow_other_chips:
+            raise GeospadeError(f"{message}; resume on the run's own chips, or pass "
+                                "--allow-other-chips to continue on these")
+        if warn:
+            _warn(f"{message}; continuing on it (--allow-other-chips)")
 
 
 def _merge_resume_config(saved: dict[str, Any], cfg: TrainConfig, given: dict[str, Any]
                          ) -> TrainConfig:
     """The checkpoint's config, with the options the user gave that may change on resume."""
-    base = TrainConfig.from_dict(saved, source="checkpoint config")
+    base = TrainConfig.from_saved(saved)
     changed = {k: v for k, v in given.items() if v is not None and getattr(base, k) != v}
     fixed = sorted(set(changed) - RESUMABLE_CHANGES)
     if fixed:
@@ -394,6 +428,11 @@ def _say(message: str, quiet: bool) -> None:
         print(f"geospade train: {message}", file=sys.stderr, flush=True)
 
 
+def _warn(message: str) -> None:
+    """A warning, printed also with ``quiet`` (as synthesize's)."""
+    print(f"geospade: warning: {message}", file=sys.stderr, flush=True)
+
+
 def train(
     chips: str | Path,
     run_dir: str | Path,
@@ -402,6 +441,7 @@ def train(
     overwrite: bool = False,
     quiet: bool = False,
     callback: Callable[[int, dict[str, float]], None] | None = None,
+    allow_other_chips: bool = False,
     **overrides: Any,
 ) -> TrainResult:
     """Train a SPADE generator on a chip store.
@@ -415,6 +455,9 @@ def train(
         overwrite: replace an existing run folder.
         quiet: no progress bar and no messages.
         callback: called on rank 0 after every step with ``(step, losses)``.
+        allow_other_chips: with ``resume``, continue on a chip store other than the one the
+            checkpoint was trained on (same bands, classes and chip size), with a warning;
+            without it that is an error. Later checkpoints name the new store.
         **overrides: :class:`TrainConfig` fields that override ``config`` (``None`` = not given).
 
     Returns:
@@ -428,7 +471,17 @@ def train(
     cfg = resolve_config(config, **overrides)
     ddp = _init_distributed(cfg.device if cfg.device != "auto" else
                             ("cuda" if torch.cuda.is_available() else "cpu"))
+    lock = OutputLock(run_dir, "run folder")
     try:
+        inputs = [("the chip store", chips)]
+        if cfg.vgg_weights not in ("auto", "off"):
+            inputs.append(("the VGG weights", cfg.vgg_weights))
+        if isinstance(config, (str, Path)):
+            inputs.append(("the config file", config))
+        check_not_an_input(run_dir, inputs, hint="give the run its own folder")
+        if ddp.main:  # one run per folder; removes what killed runs left beside and in it
+            lock.acquire()
+            remove_stale_temporaries_in(run_dir)
         # Every rank checks the same inputs (and fails the same way) before rank 0 writes.
         _prepare_run_dir(run_dir, resume, overwrite)
         dataset = ChipDataset(chips, "train", augment=cfg.augment, seed=cfg.seed)
@@ -437,7 +490,8 @@ def train(
             ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME)
             cfg = _merge_resume_config(ckpt.get("config") or {}, cfg,
                                        given_options(config, **overrides))
-            _check_resume(ckpt, cfg, dataset, run_dir / CHECKPOINT_NAME)
+            _check_resume(ckpt, cfg, dataset, run_dir / CHECKPOINT_NAME, chips,
+                          allow_other_chips, warn=ddp.main)
             dataset = ChipDataset(chips, "train", augment=cfg.augment, seed=cfg.seed)
         threads_before = torch.get_num_threads()
         if cfg.threads:
@@ -453,6 +507,7 @@ def train(
         finally:
             torch.set_num_threads(threads_before)
     finally:
+        lock.release()
         if ddp.owned:
             dist.destroy_process_group()
 
@@ -504,18 +559,21 @@ def _train(dataset: ChipDataset, chips: str | Path, folder: _RunFolder, cfg: Tra
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
     step = 0
     if ckpt is not None:
-        generator.load_state_dict(ckpt["generator"])
-        ema.load_state_dict(ckpt["generator_ema"])
-        discriminator.load_state_dict(ckpt["discriminator"])
+        saved = run_dir / CHECKPOINT_NAME
+        load_weights(generator, ckpt["generator"], saved, "generator")
+        load_weights(ema, ckpt["generator_ema"], saved, "generator_ema")
+        load_weights(discriminator, ckpt["discriminator"], saved, "discriminator",
+                     "discriminator config")
         if encoder is not None:
-            encoder.load_state_dict(ckpt["encoder"])
+            load_weights(encoder, ckpt["encoder"], saved, "encoder", "encoder config")
         step = int(ckpt["step"])
     # The style encoder is averaged with the generator: synthesize --style pairs the two EMAs.
     encoder_ema = None
     if encoder is not None:
         encoder_ema = copy.deepcopy(encoder).eval().requires_grad_(False)
         if ckpt is not None and "encoder_ema" in ckpt:
-            encoder_ema.load_state_dict(ckpt["encoder_ema"])
+            load_weights(encoder_ema, ckpt["encoder_ema"], run_dir / CHECKPOINT_NAME,
+                         "encoder_ema", "encoder config")
 
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     for module in (generator, discriminator, encoder, ema, encoder_ema, vgg):
@@ -568,6 +626,8 @@ def _train(dataset: ChipDataset, chips: str | Path, folder: _RunFolder, cfg: Tra
         g_train=g_train, d_train=d_train, check=check,
     )
 
+    chips_sha256 = chips_identity(chips)  # the store this run trains on, for --resume
+
     def payload() -> dict[str, Any]:
         data = {
             "step": step, "config": cfg.to_dict(), "generator_config": generator.config,
@@ -577,6 +637,7 @@ def _train(dataset: ChipDataset, chips: str | Path, folder: _RunFolder, cfg: Tra
             "optimizer_g": opt_g.state_dict(), "optimizer_d": opt_d.state_dict(),
             "scaler_g": scaler_g.state_dict(), "scaler_d": scaler_d.state_dict(),
             "rng": _rng_state(device), "vgg": vgg is not None,
+            CHIPS_IDENTITY_KEY: chips_sha256,
             "discriminator_config": {"num_classes": num_classes, "in_channels": bands,
                                      "ndf": cfg.ndf, "n_layers": cfg.n_layers_d,
                                      "num_d": cfg.num_d, "spectral_norm": cfg.spectral_norm},
