@@ -213,6 +213,7 @@ def test_checkpoint_with_wrong_shape_weights(tmp_path, store, trained, capfd):
         assert_one_line(code, err, f"checkpoint {ckpt} does not match its own generator config")
     assert not (tmp_path / "r.json").exists() and not (tmp_path / "out.tif").exists()
     assert torch.load(ckpt, weights_only=True)["step"] == 2  # the run is left as it was
+    assert (run / "config.toml").read_bytes() == (trained / "config.toml").read_bytes()
 
 
 @pytest.mark.parametrize("key,value", [
@@ -264,3 +265,15 @@ def test_info_refuses_a_fifo_or_a_device(tmp_path):
                               capture_output=True, text=True, timeout=120)
         assert_one_line(proc.returncode, proc.stderr, str(path),
                         "not a regular file or folder")
+
+
+def test_tile_refuses_a_fifo_as_land_cover(tmp_path, store):
+    """A named pipe blocked `tile` for good; it is refused at once."""
+    fifo = tmp_path / "lc.fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.run([sys.executable, "-m", "geospade", "tile", str(fifo), str(fifo),
+                           "-o", str(tmp_path / "chips")], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("geospade: error: ") and proc.stderr.count("\n") == 1
+    assert "not a regular file" in proc.stderr

@@ -52,6 +52,8 @@ def open_raster(path: str | Path, role: str) -> rasterio.io.DatasetReader:
         raise GeospadeError(f"{role} file not found: {path}")
     if path.is_dir():
         raise GeospadeError(f"{role} path is a folder, not a raster: {path}")
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise GeospadeError(f"{role} path is not a regular file: {path}")
     try:
         return rasterio.open(path)
     except rasterio.errors.RasterioIOError:

@@ -32,6 +32,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
+from geospade.atomic import atomic_path
 from geospade.data.chips import ChipDataset
 from geospade.errors import GeospadeError
 from geospade.models.discriminator import MultiscaleDiscriminator
@@ -554,7 +555,6 @@ def _train(dataset: ChipDataset, chips: str | Path, folder: _RunFolder, cfg: Tra
             folder.commit()
         else:
             folder.begin(overwrite)
-        (run_dir / "config.toml").write_text(to_toml(cfg))
 
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
     step = 0
@@ -595,6 +595,9 @@ def _train(dataset: ChipDataset, chips: str | Path, folder: _RunFolder, cfg: Tra
             scaler_g.load_state_dict(ckpt["scaler_g"])
             scaler_d.load_state_dict(ckpt["scaler_d"])
         _set_rng_state(ckpt["rng"], device)
+    if ddp.main:  # after the checkpoint's weights and states loaded: a failed resume keeps it
+        with atomic_path(run_dir / "config.toml") as tmp:
+            tmp.write_text(to_toml(cfg))
 
     g_train: nn.Module = g_module
     d_train: nn.Module = discriminator
