@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from geospade.commands.options import quiet_option
+
 # The demo trains a small model for a fixed number of steps whatever the size; the landscape,
 # tiling, synthesis and evaluation grow with its area (4096 px is 64 times the default's).
 MIN_SIZE, MAX_SIZE = 256, 4096
@@ -22,7 +24,7 @@ MIN_SIZE, MAX_SIZE = 256, 4096
                    "pipelines/demo.toml]")
 @click.option("--force", is_flag=True,
               help="Rerun every stage even if the folder already holds a finished demo.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars or stage messages.")
+@quiet_option("No progress bars or stage messages.")
 def command(out: str, size: int, steps: int | None, force: bool, quiet: bool) -> None:
     """Run the whole product on a synthetic landscape (about 3 minutes on two CPU cores).
 

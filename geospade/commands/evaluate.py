@@ -6,6 +6,14 @@ from pathlib import Path
 
 import click
 
+from geospade.commands.options import (
+    batch_size_option,
+    device_option,
+    overwrite_option,
+    quiet_option,
+    seed_option,
+)
+
 
 @click.command("evaluate")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
@@ -23,14 +31,11 @@ import click
 @click.option("--inception-weights", type=click.Path(exists=True, dir_okay=False),
               help="Local Inception v3 weight file for FID (default: the torch hub cache; FID is "
                    "skipped when none is found, never downloaded).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Chips per generator call.")
-@click.option("--device", default="auto", show_default=True,
-              help="Torch device: auto (CUDA when available), cpu, cuda, cuda:1 ...")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Seed of the shuffled-real baseline and of generator noise.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing report and figure.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars and no summary table.")
+@batch_size_option(8, "Chips per generator call.")
+@device_option()
+@seed_option("Seed of the shuffled-real baseline and of generator noise.")
+@overwrite_option("Replace an existing report and figure.")
+@quiet_option("No progress bars and no summary table.")
 def command(checkpoint: str, chips: str, split: str, out: str | None, no_figure: bool,
             segmenter_steps: int, no_segmenter: bool, inception_weights: str | None,
             batch_size: int, device: str, seed: int, overwrite: bool, quiet: bool) -> None:

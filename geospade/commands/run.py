@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from geospade.commands.options import quiet_option
 from geospade.pipeline import STAGES
 
 
@@ -14,9 +15,8 @@ from geospade.pipeline import STAGES
                    "new, empty, or the work folder of an earlier run, which is continued.")
 @click.option("--force", type=click.Choice(["all", *STAGES]),
               help="Rerun this stage and every later one even if they are up to date.")
-@click.option("-q", "--quiet", is_flag=True,
-              help="No progress bars, stage messages or evaluation summary; only the paths of "
-                   "the outputs are printed (and errors).")
+@quiet_option("No progress bars, stage messages or evaluation summary; only the paths of the "
+              "outputs are printed (and errors).")
 def command(config: str, out: str | None, force: str | None, quiet: bool) -> None:
     """Run the pipeline in CONFIG (a TOML file; see pipelines/demo.toml).
 

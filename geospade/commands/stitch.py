@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geospade.commands import codec_option
+from geospade.commands.options import codec_option, overwrite_option, quiet_option
 
 
 @click.command("stitch")
@@ -15,8 +15,8 @@ from geospade.commands import codec_option
                    "--overwrite).")
 @click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF (GDAL's COG driver).")
 @codec_option()
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
+@overwrite_option("Replace OUT if it exists.")
+@quiet_option("No progress bar and no summary.")
 def command(tiles: tuple[str, ...], out: str, cog: bool, compress: str, overwrite: bool,
             quiet: bool) -> None:
     """Join georeferenced TILES into one seamless GeoTIFF.

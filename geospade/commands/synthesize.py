@@ -6,7 +6,14 @@ import os
 
 import click
 
-from geospade.commands import codec_option
+from geospade.commands.options import (
+    batch_size_option,
+    codec_option,
+    device_option,
+    overwrite_option,
+    quiet_option,
+    seed_option,
+)
 
 
 @click.command("synthesize")
@@ -30,13 +37,9 @@ from geospade.commands import codec_option
 @click.option("--overlap", default=None, type=int,
               help="Pixels shared by neighbouring windows, cross-faded to hide seams; at most "
                    "half the window [default: a quarter of the checkpoint's chip size].")
-@click.option("--batch-size", default=8, show_default=True, type=int,
-              help="Windows per generator call.")
-@click.option("--device", default=None,
-              help="Torch device: cpu, cuda, cuda:1 … [default: cuda when available, else cpu].")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Seed of the style code of a VAE checkpoint; the same seed gives the same "
-                   "bytes.")
+@batch_size_option(8, "Windows per generator call.")
+@device_option()
+@seed_option("Seed of the style code of a VAE checkpoint; the same seed gives the same bytes.")
 @click.option("--style", default=None, type=click.Path(dir_okay=False, path_type=str),
               help="Image whose style the output copies (checkpoints with a style encoder): "
                    "the checkpoint's bands and dtype; georeferencing is not needed.")
@@ -67,11 +70,11 @@ from geospade.commands import codec_option
               show_default=True,
               help="Land-cover values outside the checkpoint's scheme: stop with an error naming "
                    "them, or treat them as no data.")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
+@overwrite_option("Replace existing outputs.")
+@quiet_option("No progress bar and no summary.")
 def command(checkpoint: str, landcover: str, out: str | None, edits: str | None,
             edit_field: str | None, save_landcover: str | None, overlap: int | None,
-            batch_size: int, device: str | None, seed: int, style: str | None, bbox: str | None,
+            batch_size: int, device: str, seed: int, style: str | None, bbox: str | None,
             window: str | None, cog: bool, compress: str, amp: str, tiles_only: str | None,
             rank: int | None,
             world_size: int | None, unknown: str, overwrite: bool, quiet: bool) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geospade.commands import codec_option
+from geospade.commands.options import codec_option, overwrite_option, quiet_option, seed_option
 
 
 @click.command("tile")
@@ -33,8 +33,7 @@ from geospade.commands import codec_option
                    "straddling blocks of two splits are dropped, so val/test never overlap train.")
 @click.option("--workers", default=1, show_default=True, type=int,
               help="Processes reading and writing chips.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Seed of the split assignment and of the normalisation sample.")
+@seed_option("Seed of the split assignment and of the normalisation sample.")
 @click.option("--unknown", type=click.Choice(["error", "ignore"]), default="error",
               show_default=True,
               help="Label values outside the scheme: stop with an error listing them, or map "
@@ -44,8 +43,8 @@ from geospade.commands import codec_option
               help="Resampling of imagery warped onto the land-cover grid (labels never are).")
 @codec_option("none", "Compression of the chip GeoTIFFs: none is fastest; zstd and deflate "
               "(level 1) write smaller stores, lzw is slowest.")
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
+@overwrite_option("Replace OUT if it exists.")
+@quiet_option("No progress bar and no summary.")
 def command(landcover: str, imagery: str, out: str, scheme: str, size: int, stride: int | None,
             max_nodata: float, aoi: str | None, val_fraction: float, test_fraction: float,
             block: int, workers: int, seed: int, unknown: str, resampling: str, compress: str,

@@ -6,6 +6,13 @@ from pathlib import Path
 
 import click
 
+from geospade.commands.options import (
+    batch_size_option,
+    device_option,
+    overwrite_option,
+    quiet_option,
+    seed_option,
+)
 from geospade.training.config import AMP_MODES, GAN_MODES, NORMS, PARAM_FREE_NORMS, UPSAMPLING
 
 
@@ -28,7 +35,7 @@ def _flag(name: str, help_: str):
 @_opt("--steps", click.IntRange(min=1), "Training iterations (G step + D step). [2000]")
 @_opt("--epochs", click.IntRange(min=1), "Train this many passes over the train split instead "
       "of --steps (give one of the two; either overrides the other from --config).")
-@_opt("--batch-size", click.IntRange(min=1), "Chips per iteration (per process). [4]")
+@batch_size_option(None, "Chips per iteration (per process). [4]")
 @_opt("--ngf", click.IntRange(min=2), "Generator width. [64]")
 @_opt("--ndf", click.IntRange(min=1), "Discriminator width. [64]")
 @_opt("--num-d", click.IntRange(min=1), "Discriminator scales. [2]")
@@ -52,12 +59,12 @@ def _flag(name: str, help_: str):
 @_flag("--spectral-norm/--no-spectral-norm", "Spectral normalisation in G and D. [on]")
 @_opt("--spade-hidden", click.IntRange(min=1), "Channels of each SPADE layer's shared conv. "
       "[128]")
-@_opt("--device", str, "auto (cuda when available, else cpu), cpu, cuda, cuda:N. [auto]")
+@device_option(from_config=True)
 @_opt("--amp", click.Choice(AMP_MODES), "Mixed precision: bf16 (CUDA, or CPUs with native bf16) "
       "or fp16 (CUDA, with gradient scaling). [none]")
 @_flag("--channels-last/--no-channels-last", "Channels-last feature maps (fastest with bf16); "
        "the parameters stay contiguous for fused Adam. [off]")
-@_opt("--seed", click.IntRange(min=0), "Seed of weights, data order, augmentation and noise. [0]")
+@seed_option("Seed of weights, data order, augmentation and noise. [0]", default=None)
 @_opt("--workers", click.IntRange(min=0), "DataLoader worker processes. [0]")
 @_opt("--threads", click.IntRange(min=0), "Torch CPU threads while training; 0 keeps torch's "
       "default. On a small shared machine 1 can beat 2. [0]")
@@ -82,8 +89,8 @@ def _flag(name: str, help_: str):
 @click.option("--allow-other-chips", is_flag=True, help="With --resume: continue on CHIPS even "
               "though the checkpoint was trained on another chip store (same bands, classes "
               "and chip size), with a warning; without it that is an error.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing RUN folder.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no messages.")
+@overwrite_option("Replace an existing RUN folder.")
+@quiet_option("No progress bar and no messages.")
 def command(chips: Path, run_dir: Path, config_file: Path | None, no_vgg: bool, resume: bool,
             allow_other_chips: bool, overwrite: bool, quiet: bool, **options) -> None:
     """Train a SPADE generator on the chip store CHIPS (from `geospade tile`).

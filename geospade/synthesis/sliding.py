@@ -111,7 +111,7 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     """``auto`` -> ``bf16`` where the device has native bf16 (GPU, AVX512-BF16/AMX CPU), else
     ``none``; checks that a forced ``bf16`` is supported."""
     if amp not in AMP_CHOICES:
-        raise GeospadeError(f"--amp must be one of {', '.join(AMP_CHOICES)}, not {amp!r}")
+        raise GeospadeError(f"amp (--amp) must be one of {', '.join(AMP_CHOICES)}, not {amp!r}")
     if device.type == "cuda":
         supported = torch.cuda.is_bf16_supported()
         fast = supported
@@ -566,17 +566,17 @@ def synthesize(
     if not landcover.is_file():
         raise GeospadeError(f"land cover not found: {landcover}")
     if unknown not in ("error", "ignore"):
-        raise GeospadeError("--unknown must be 'error' or 'ignore'")
+        raise GeospadeError(f"unknown (--unknown) must be 'error' or 'ignore', not {unknown!r}")
     if world_size < 1:
         raise GeospadeError(f"--world-size must be at least 1, not {world_size}")
     if not 0 <= rank < world_size:
         raise GeospadeError(f"--rank must be in 0..{world_size - 1} (--world-size "
                             f"{world_size}), not {rank}")
     if world_size > 1 and tiles_only is None:
-        raise GeospadeError("--world-size > 1 needs --tiles-only DIR (each rank writes its "
-                            "tiles; stitch joins them)")
+        raise GeospadeError("world_size (--world-size) > 1 needs tiles_only (--tiles-only DIR; "
+                            "each rank writes its tiles, stitch joins them)")
     if batch_size < 1:
-        raise GeospadeError("--batch-size must be at least 1")
+        raise GeospadeError(f"batch_size (--batch-size) must be at least 1, not {batch_size}")
     check_codec(compress, cog)  # a bad codec fails before any work
     if bbox is not None and window is not None:
         raise GeospadeError("give --bbox or --window, not both")
@@ -587,7 +587,8 @@ def synthesize(
     if tiles_only is None and out is None:
         raise GeospadeError("an output path (-o OUT.tif) is needed")
     if save_landcover is not None and world_size > 1:
-        raise GeospadeError("--save-landcover cannot be combined with --world-size > 1")
+        raise GeospadeError("save_landcover (--save-landcover) cannot be combined with "
+                            "world_size (--world-size) > 1")
     if (tiles_only is None and save_landcover is not None
             and same_file(out, save_landcover)):
         raise GeospadeError(f"-o and --save-landcover name the same file ({out}); give two "
