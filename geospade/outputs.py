@@ -37,6 +37,7 @@ Inputs = Sequence[tuple[str, "str | Path | None"]]
 #: The suffixes temporaries get in their output's folder: ``.NAME.<something><suffix>``.
 TEMPORARY_MARKERS = (".tmp", ".raw.tif", ".partial-", ".replaced-", ".tiles-")
 LOCK_SUFFIX = ".geospade-lock"
+TILES_MARKER = ".geospade-tiles.json"
 
 
 # -- what a path is -----------------------------------------------------------------------------
@@ -109,8 +110,6 @@ def _is_pipeline_folder(path: Path) -> bool:
 def _is_tiles_folder(path: Path) -> bool:
     return path.is_dir() and (path / TILES_MARKER).is_file()
 
-
-TILES_MARKER = ".geospade-tiles.json"
 
 
 @dataclass(frozen=True)

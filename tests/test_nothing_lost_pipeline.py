@@ -214,16 +214,22 @@ def test_a_second_run_on_the_same_work_folder_is_refused(stages, tmp_path):
 # -- B: paths relative to the config file, and checks before any stage ---------------------------
 
 
-def test_output_and_weight_paths_are_relative_to_the_config_file(stages, tmp_path, monkeypatch,
-                                                                 capsys):
-    (tmp_path / "vgg19.pth").write_bytes(b"weights")
-    toml = write_config(tmp_path, synthesize='save_landcover = "classes.tif"\n')
-    toml.write_text(toml.read_text().replace('vgg_weights = "off"', 'vgg_weights = "vgg19.pth"'))
+def run_from_another_folder(toml, tmp_path, monkeypatch, capsys):
+    """Run the pipeline ``toml`` successfully from an empty folder beside it; return that folder."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     code, _, err = run_cli(["run", str(toml), "-q"], capsys)
     assert code == 0, err
+    return elsewhere
+
+
+def test_output_and_weight_paths_are_relative_to_the_config_file(stages, tmp_path, monkeypatch,
+                                                                 capsys):
+    (tmp_path / "vgg19.pth").write_bytes(b"weights")
+    toml = write_config(tmp_path, synthesize='save_landcover = "classes.tif"\n')
+    toml.write_text(toml.read_text().replace('vgg_weights = "off"', 'vgg_weights = "vgg19.pth"'))
+    elsewhere = run_from_another_folder(toml, tmp_path, monkeypatch, capsys)
     assert stages.kwargs["synthesize"]["save_landcover"] == tmp_path / "classes.tif"
     assert (tmp_path / "classes.tif").read_bytes() == b"classes"
     assert not list(elsewhere.iterdir())
@@ -231,11 +237,7 @@ def test_output_and_weight_paths_are_relative_to_the_config_file(stages, tmp_pat
 
 def test_tiles_only_is_relative_to_the_config_file(stages, tmp_path, monkeypatch, capsys):
     toml = write_config(tmp_path, synthesize='tiles_only = "tiles"\n')
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
-    code, out, err = run_cli(["run", str(toml), "-q"], capsys)
-    assert code == 0, err
+    elsewhere = run_from_another_folder(toml, tmp_path, monkeypatch, capsys)
     assert stages.kwargs["synthesize"]["tiles_only"] == tmp_path / "tiles"
     assert (tmp_path / "tiles" / "t_r0.tif").is_file()
     assert not list(elsewhere.iterdir())

@@ -41,6 +41,7 @@ from geospade.models.generator import Generator
 from geospade.models.losses import load_vgg_loss
 from geospade.models.precision import autocast_context, resolve_device, to_channels_last
 from geospade.outputs import (
+    RUN_FOLDER,
     OutputLock,
     check_not_an_input,
     check_writable,
@@ -258,8 +259,7 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
                 f"{run_dir} already exists; pass --resume to continue it or --overwrite to "
                 "start again"
             )
-        if not run_dir.is_dir() or not ((run_dir / "config.toml").exists()
-                                        or (run_dir / CHECKPOINT_NAME).exists()):
+        if not RUN_FOLDER.recognise(run_dir):
             raise GeospadeError(
                 f"{run_dir} exists and is not a geospade run folder; refusing to overwrite it"
             )
