@@ -86,10 +86,10 @@ def make_checkpoint(path: Path, norm: str, ngf: int, window: int) -> Path:
     """
     import torch
 
+    from geospade.formats.checkpoint import save_checkpoint
     from geospade.models import Generator
     from geospade.normalization import BandStats
     from geospade.schemes import CHESAPEAKE7
-    from geospade.training.checkpoint import save_checkpoint
 
     if path.exists():
         return path

@@ -28,7 +28,7 @@ def describe(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         if not (path / "manifest.json").is_file():
             raise GeospadeError(f"{path} is not a chip store (no manifest.json: incomplete?)")
-        from geospade.raster.chip_store import open_chip_store
+        from geospade.formats.chip_store import open_chip_store
 
         store = open_chip_store(path)  # a manifest that does not hold together is an error
         return {
@@ -70,9 +70,9 @@ def describe(path: str | Path) -> dict[str, Any]:
 
 
 def _describe_checkpoint(path: Path) -> dict[str, Any]:
+    from geospade.formats.checkpoint import load_checkpoint
     from geospade.normalization import BandStats
     from geospade.schemes import ClassScheme
-    from geospade.training.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     scheme = ClassScheme.from_dict(ckpt["scheme"], origin=str(path))

@@ -18,9 +18,9 @@ from geospade.evaluation.report import (
     format_summary,
 )
 from geospade.evaluation.segmenter import SegmenterSettings, cache_path
+from geospade.formats.checkpoint import save_checkpoint
 from geospade.models import Generator
 from geospade.schemes import load_scheme
-from geospade.training.checkpoint import save_checkpoint
 
 SEG = SegmenterSettings(steps=40, batch_size=4, base_channels=8)
 

@@ -21,10 +21,10 @@ from geospade.errors import GeospadeError
 from geospade.evaluation import report as report_module
 from geospade.evaluation.report import evaluate
 from geospade.evaluation.segmenter import SegmenterSettings, user_cache_path
+from geospade.formats.checkpoint import save_checkpoint
 from geospade.models import Generator
 from geospade.pipeline import run_pipeline
 from geospade.schemes import load_scheme
-from geospade.training.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SEGMENTER = SegmenterSettings(steps=2, batch_size=2, base_channels=4, depth=1)

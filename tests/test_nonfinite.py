@@ -22,8 +22,8 @@ from geospade.data.chips import ChipDataset, open_chip_store
 from geospade.errors import GeospadeError
 from geospade.evaluation.metrics import SpectralHistograms, TextureStats
 from geospade.evaluation.report import evaluate_painter
+from geospade.formats import chip_store
 from geospade.normalization import BandStats, normalize
-from geospade.raster import chip_store
 from geospade.schemes import IGNORE_INDEX
 
 SIZE = 64  # 256 x 256 landscape: 16 chips

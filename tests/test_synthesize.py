@@ -18,11 +18,11 @@ from rasterio.transform import from_origin
 from torch import nn
 
 from geospade.errors import GeospadeError
+from geospade.formats.checkpoint import save_checkpoint
 from geospade.landscape import make_landscape
 from geospade.normalization import BandStats
 from geospade.schemes import CHESAPEAKE7
 from geospade.synthesis import synthesize, window_offsets
-from geospade.training.checkpoint import save_checkpoint
 
 SIZE = 64
 

@@ -367,7 +367,7 @@ def test_cloned_chip_files_are_byte_identical_to_gdal_writes(tmp_path, kind):
     from rasterio.crs import CRS
     from rasterio.transform import from_origin
 
-    from geospade.raster import chip_store
+    from geospade.formats import chip_store
 
     crs = CRS.from_epsg(26918)
     if kind == "mask":

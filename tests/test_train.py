@@ -9,10 +9,10 @@ from test_train_chipstore import make_chip_store
 
 from geospade.data.chips import ChipDataset
 from geospade.errors import GeospadeError
+from geospade.formats.checkpoint import load_checkpoint
 from geospade.models.encoder import StyleEncoder
 from geospade.models.generator import build_generator
 from geospade.models.precision import cpu_supports_bf16
-from geospade.training.checkpoint import load_checkpoint
 from geospade.training.config import TrainConfig, load_config_file
 from geospade.training.loop import _build_models, train
 from geospade.training.step import update_ema

@@ -11,7 +11,7 @@ from cli_runner import run_cli
 from test_train_chipstore import make_chip_store
 
 from geospade.errors import GeospadeError
-from geospade.training.checkpoint import load_checkpoint, save_checkpoint
+from geospade.formats.checkpoint import load_checkpoint, save_checkpoint
 from geospade.training.config import TrainConfig
 from geospade.training.loop import train
 

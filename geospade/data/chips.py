@@ -23,8 +23,8 @@ import torch
 from torch.utils.data import Dataset
 
 from geospade.errors import GeospadeError, reading
+from geospade.formats.chip_store import ChipStore, open_chip_store
 from geospade.normalization import BandStats, normalize
-from geospade.raster.chip_store import ChipStore, open_chip_store
 from geospade.schemes import IGNORE_INDEX, ClassScheme
 
 SPLITS = ("train", "val", "test")

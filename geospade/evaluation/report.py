@@ -83,8 +83,8 @@ def generator_painter(
     writes) and normalised back with the chip store's, so it is measured like a real chip.
     ``path`` (the checkpoint's file) is named when its weights do not fit its generator config.
     """
+    from geospade.formats.checkpoint import load_weights
     from geospade.models import build_generator
-    from geospade.training.checkpoint import load_weights
 
     net = build_generator(checkpoint["generator_config"])
     part = "generator_ema" if checkpoint.get("generator_ema") else "generator"
@@ -285,7 +285,7 @@ def _evaluate(checkpoint: Path, chips: Path, split: str, out: Path | None,
               fig_path: Path | None, segmenter, inception_weights, batch_size: int, device,
               seed: int, quiet: bool) -> dict[str, Any]:
     from geospade.data.chips import ChipDataset, open_chip_store
-    from geospade.training.checkpoint import load_checkpoint
+    from geospade.formats.checkpoint import load_checkpoint
 
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint)

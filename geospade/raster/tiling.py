@@ -30,6 +30,7 @@ from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 from geospade.errors import GeospadeError, check_seed, reading, writing
+from geospade.formats import chip_store
 from geospade.normalization import BandStats, fixed_range, nodata_to_json
 from geospade.outputs import (
     CHIP_STORE,
@@ -39,7 +40,6 @@ from geospade.outputs import (
     prepare_folder,
     same_file,
 )
-from geospade.raster import chip_store
 from geospade.raster.alignment import RESAMPLING, align, imagery_valid, open_raster, warped_imagery
 from geospade.raster.codecs import check_codec
 from geospade.raster.windows import SPLITS, assign_blocks, chip_offsets, chip_split, group_offsets

@@ -36,6 +36,7 @@ from rasterio.windows import transform as window_transform
 from tqdm import tqdm
 
 from geospade.errors import GeospadeError, check_seed, first_line
+from geospade.formats.checkpoint import load_checkpoint, load_weights
 from geospade.normalization import BandStats, denormalize, normalize
 from geospade.outputs import (
     check_not_an_input,
@@ -58,7 +59,6 @@ from geospade.raster.writer import (
     ramp,
 )
 from geospade.schemes import IGNORE_INDEX, ClassScheme
-from geospade.training.checkpoint import load_checkpoint, load_weights
 
 AMP_CHOICES = ("auto", "bf16", "none")
 

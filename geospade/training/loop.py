@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Sampler
 from geospade.atomic import atomic_path
 from geospade.data.chips import ChipDataset
 from geospade.errors import GeospadeError
+from geospade.formats.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from geospade.models.discriminator import MultiscaleDiscriminator
 from geospade.models.encoder import StyleEncoder
 from geospade.models.generator import Generator
@@ -47,7 +48,6 @@ from geospade.outputs import (
     check_writable,
     remove_stale_temporaries_in,
 )
-from geospade.training.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from geospade.training.config import TrainConfig, given_options, resolve_config, to_toml
 from geospade.training.preview import preview_grid, save_png
 from geospade.training.step import GeneratorStep, TrainStep, adam
