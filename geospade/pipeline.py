@@ -509,7 +509,7 @@ def check_synthesis_options(options: Mapping[str, Any], edits: Path | None, chip
     """
     from geospade.models.precision import resolve_device
     from geospade.raster.codecs import check_codec
-    from geospade.synthesis.sliding import resolve_amp
+    from geospade.synthesis.model import resolve_amp
 
     if options.get("style") is not None and not use_vae:
         raise GeospadeError("[synthesize] style needs a generator with a style encoder: set "

@@ -16,7 +16,7 @@ from test_synthesize import make_checkpoint, run_cli, write_landcover
 
 from geospade.errors import GeospadeError
 from geospade.synthesis import synthesize
-from geospade.synthesis.sliding import load_synthesis_model
+from geospade.synthesis.model import load_synthesis_model
 
 ORIGIN = from_origin(360000.0, 4350000.0, 1.0, 1.0)
 
@@ -308,7 +308,7 @@ def test_failed_synthesize_removes_the_output_folders_it_created(tmp_path, ckpt,
 def test_interrupted_synthesize_and_stitch_remove_their_new_folders(tmp_path, ckpt, landcover,
                                                                     capsys, monkeypatch):
     from geospade.raster.writer import BlendingWriter, stitch
-    from geospade.synthesis.sliding import SynthesisModel
+    from geospade.synthesis.model import SynthesisModel
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt

@@ -425,7 +425,7 @@ def test_cpu_synthesis_falls_back_without_onednn_fusion(textured_ckpt, monkeypat
 
 @pytest.mark.parametrize("crash", [RuntimeError("boom"), KeyboardInterrupt()])
 def test_killed_run_leaves_no_output(tmp_path, ckpt, landcover, capsys, monkeypatch, crash):
-    from geospade.synthesis.sliding import SynthesisModel
+    from geospade.synthesis.model import SynthesisModel
 
     original = SynthesisModel.__call__
     calls = []
