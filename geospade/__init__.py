@@ -21,7 +21,7 @@ _LAZY = {
     "train": "geospade.training.loop",
     "TrainConfig": "geospade.training.config",
     "synthesize": "geospade.synthesis.sliding",
-    "stitch": "geospade.raster.writer",
+    "stitch": "geospade.raster.stitch",
     "evaluate": "geospade.evaluation.report",
     "run_pipeline": "geospade.pipeline",
     "run_demo": "geospade.demo",

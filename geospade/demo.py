@@ -93,7 +93,7 @@ def run_demo(
 
 def describe_result(result: PipelineResult) -> str:
     """Where each output is, and the headline numbers of the model against both baselines."""
-    from geospade.evaluation.report import METHOD_LABELS, headline
+    from geospade.evaluation.summary import METHOD_LABELS, headline
 
     labels = {
         "landcover": "land cover", "imagery": "real imagery", "chips": "chip store",

@@ -26,22 +26,7 @@ def describe(path: str | Path) -> dict[str, Any]:
         raise GeospadeError(f"{path} is not a regular file or folder (a pipe, socket or "
                             "device); give a raster, chip store or checkpoint")
     if path.is_dir():
-        if not (path / "manifest.json").is_file():
-            raise GeospadeError(f"{path} is not a chip store (no manifest.json: incomplete?)")
-        from geospade.formats.chip_store import open_chip_store
-
-        store = open_chip_store(path)  # a manifest that does not hold together is an error
-        return {
-            "kind": "chip-store",
-            "path": str(path),
-            "scheme": store.scheme.name,
-            "classes": store.scheme.names,
-            "bands": [b.name for b in store.bands],
-            "dtype": store.bands[0].dtype,
-            "chip_size": store.chip_size,
-            "stride": store.manifest.get("stride"),
-            "counts": store.manifest.get("counts"),
-        }
+        return _describe_chip_store(path)
     if path.suffix in (".pt", ".pth", ".ckpt"):
         return _describe_checkpoint(path)
     import rasterio
@@ -69,28 +54,37 @@ def describe(path: str | Path) -> dict[str, Any]:
         raise GeospadeError(f"{path} is not a raster, chip store or checkpoint ({exc})") from None
 
 
-def _describe_checkpoint(path: Path) -> dict[str, Any]:
-    from geospade.formats.checkpoint import load_checkpoint
-    from geospade.normalization import BandStats
-    from geospade.schemes import ClassScheme
+def _describe_chip_store(path: Path) -> dict[str, Any]:
+    from geospade.formats.chip_store import MANIFEST, open_chip_store
 
-    ckpt = load_checkpoint(path)
-    scheme = ClassScheme.from_dict(ckpt["scheme"], origin=str(path))
-    bands = ckpt["bands"]
-    if not isinstance(bands, list) or not all(isinstance(b, dict) for b in bands):
-        raise GeospadeError(f"{path}: 'bands' must be a list of band objects")
-    try:
-        names = [BandStats.from_dict(b).name for b in bands]
-    except GeospadeError as exc:
-        raise GeospadeError(f"{path}: {exc}") from None
+    if not (path / MANIFEST).is_file():
+        raise GeospadeError(f"{path} is not a chip store (no {MANIFEST}: incomplete?)")
+    store = open_chip_store(path)  # a manifest that does not hold together is an error
+    return {
+        "kind": "chip-store",
+        "path": str(path),
+        "scheme": store.scheme.name,
+        "classes": store.scheme.names,
+        "bands": [b.name for b in store.bands],
+        "dtype": store.bands[0].dtype,
+        "chip_size": store.chip_size,
+        "stride": store.stride,
+        "counts": store.counts,
+    }
+
+
+def _describe_checkpoint(path: Path) -> dict[str, Any]:
+    from geospade.formats.checkpoint import open_checkpoint
+
+    ckpt = open_checkpoint(path)
     return {
         "kind": "checkpoint",
         "path": str(path),
-        "step": ckpt.get("step"),
-        "scheme": scheme.name,
-        "classes": scheme.names,
-        "bands": names,
-        "chip_size": ckpt["chip_size"],
-        "generator": ckpt["generator_config"],
-        "has_style_encoder": "encoder" in ckpt,
+        "step": ckpt.step,
+        "scheme": ckpt.scheme.name,
+        "classes": ckpt.scheme.names,
+        "bands": [b.name for b in ckpt.bands],
+        "chip_size": ckpt.chip_size,
+        "generator": ckpt.generator_config,
+        "has_style_encoder": ckpt.has_encoder,
     }

@@ -19,7 +19,7 @@ from rasterio.crs import CRS
 from rasterio.features import rasterize
 from rasterio.transform import from_origin
 from rasterio.windows import Window
-from shapely.geometry import LineString, box
+from shapely.geometry import LineString, Polygon, box
 
 from geospade.errors import GeospadeError
 from geospade.schemes import ClassScheme, load_scheme
@@ -50,6 +50,8 @@ BAND_NAMES = ("red", "green", "blue", "nir")
 
 @dataclass(frozen=True)
 class LandscapePaths:
+    """The two rasters :func:`make_landscape` wrote."""
+
     landcover: Path
     imagery: Path
 
@@ -152,22 +154,109 @@ def make_landscape(
         raise GeospadeError(f"imagery dtype must be uint8 or uint16, not {dtype}")
     if width <= 0 or height <= 0 or bands <= 0:
         raise GeospadeError("width, height and bands must be positive")
+    crs, transform = _georeferencing(crs, resolution, origin)
+    # One generator for the whole landscape, drawn from in a fixed order (noise lattices, then
+    # fields and roads, then the sensor noise strip by strip): the same seed, the same files.
+    rng = np.random.default_rng(seed)
+    layout, texture_noise = _class_layout(rng, scheme, width, height, bands, feature_scale)
+    look = _Look(*_class_spectra(scheme, bands, seed), *texture_noise,
+                 scale=255.0 if dtype == "uint8" else 10000.0, dtype=dtype, rng=rng)
+    labels = _Labels.for_scheme(scheme, nodata_fraction, width, height)
+    landcover_path, imagery_path = Path(landcover_path), Path(imagery_path)
+    lc_profile, im_profile = _profiles(width, height, crs, transform, block_size, labels, bands,
+                                       dtype)
+    with rasterio.open(landcover_path, "w", **lc_profile) as lc, rasterio.open(
+        imagery_path, "w", **im_profile
+    ) as im:
+        if bands <= len(BAND_NAMES):
+            for b in range(bands):
+                im.set_band_description(b + 1, BAND_NAMES[b])
+        if labels.dtype == "uint8":
+            lc.write_colormap(1, {c.value: (*c.color, 255) for c in scheme.classes})
+        for row0 in range(0, height, block_size):
+            rows = min(block_size, height - row0)
+            window = Window(0, row0, width, rows)
+            idx = layout.paint(row0, rows, width)
+            lc.write(labels.raw(idx, row0), 1, window=window)
+            im.write(look.paint(idx, row0), window=window)
+    return LandscapePaths(landcover_path, imagery_path)
+
+
+def _georeferencing(crs: str | CRS, resolution: float | None,
+                    origin: tuple[float, float] | None) -> tuple[CRS, Affine]:
+    """The CRS and the transform of both rasters (defaults: 1 m or 1e-5 degree pixels, in
+    Maryland)."""
     crs = CRS.from_user_input(crs)
     if resolution is None:
         resolution = 1e-5 if crs.is_geographic else 1.0
     if origin is None:
         origin = (-76.6, 39.3) if crs.is_geographic else (360000.0, 4350000.0)
-    transform = from_origin(origin[0], origin[1], resolution, resolution)
-    rng = np.random.default_rng(seed)
+    return crs, from_origin(origin[0], origin[1], resolution, resolution)
+
+
+@dataclass(frozen=True)
+class _ClassLayout:
+    """Where each class lies: blobs of the "area" classes (the argmax of smooth per-class noise),
+    rectangular fields over them, then water bodies, built-up land along the roads, and roads.
+
+    Fields and roads are shapes in pixel space; every field is sampled at any strip.
+    """
+
+    num_classes: int
+    role_class: dict[str, int]
+    blob_classes: list[int]
+    blob_noise: list[_SmoothNoise]
+    detail_noise: _SmoothNoise
+    water_noise: _SmoothNoise
+    fields: list[tuple[Polygon, int]]
+    roads: list[LineString]
+    road_width: float
+
+    def paint(self, row0: int, rows: int, width: int) -> np.ndarray:
+        """Class indices ``(rows, width)`` uint8 of the strip starting at row ``row0``."""
+        # Classes: the argmax of smooth per-class noise gives coherent blobs.
+        score = np.stack([n.sample(row0, 0, rows, width) for n in self.blob_noise])
+        score += 0.35 * self.detail_noise.sample(row0, 0, rows, width)[None]
+        idx = np.asarray(self.blob_classes, dtype=np.uint8)[score.argmax(axis=0)]
+        wt = Affine.translation(0, row0)  # vector features live in pixel space
+        for poly, cls in self.fields:
+            burn = rasterize([(poly, 1)], out_shape=(rows, width), transform=wt, dtype="uint8")
+            idx[burn.astype(bool)] = cls
+        if "water" in self.role_class:
+            water = self.water_noise.sample(row0, 0, rows, width) > 1.1
+            idx[water] = self.role_class["water"]
+        if "built" in self.role_class:
+            built = rasterize(
+                [(r.buffer(self.road_width * 6), 1) for r in self.roads],
+                out_shape=(rows, width), transform=wt, dtype="uint8",
+            ).astype(bool) & (self.detail_noise.sample(row0, 0, rows, width) > 0.2)
+            idx[built] = self.role_class["built"]
+        road_class = self.role_class.get("road", self.num_classes - 1)
+        on_road = rasterize(
+            [(r.buffer(self.road_width / 2), 1) for r in self.roads], out_shape=(rows, width),
+            transform=wt, dtype="uint8",
+        ).astype(bool)
+        idx[on_road] = road_class
+        return idx
+
+
+def _class_layout(rng: np.random.Generator, scheme: ClassScheme, width: int, height: int,
+                  bands: int, feature_scale: float
+                  ) -> tuple[_ClassLayout, tuple[list[_SmoothNoise], _SmoothNoise]]:
+    """Draw the land cover's features, and the imagery's texture noise between them.
+
+    Returns:
+        The layout, and the coarse (one per band) and fine texture noise of the imagery (drawn
+        after the layout's noise and before its fields, as a seed has always drawn them).
+    """
     k = scheme.num_classes
     roles = _assign_roles(scheme)
-    role_class = {}
+    role_class: dict[str, int] = {}
     for i, r in roles.items():
         role_class.setdefault(r, i)
-
     s = max(feature_scale, 0.05)
     # Blobs are painted with the "area" classes; water, built-up land and roads come from their
-    # own features below.
+    # own features.
     blob_classes = [i for i in range(k) if roles.get(i) not in ("water", "built", "road")]
     blob_classes = blob_classes or list(range(k))
     blob_noise = [_SmoothNoise(rng, height, width, max(8, int(96 * s))) for _ in blob_classes]
@@ -175,19 +264,30 @@ def make_landscape(
     water_noise = _SmoothNoise(rng, height, width, max(16, int(200 * s)))
     tex_coarse = [_SmoothNoise(rng, height, width, 6) for _ in range(bands)]
     tex_fine = _SmoothNoise(rng, height, width, 2)
-
-    # Vector features in pixel space: rectangular fields and straight roads.
-    n_fields = max(1, int(width * height / (200_000 * s * s)))
-    fields = []
     field_classes = [role_class[r] for r in ("field", "barren") if r in role_class]
-    field_classes = field_classes or list(range(k))
-    for _ in range(n_fields):
+    fields = _fields(rng, width, height, s, field_classes or list(range(k)))
+    roads = _roads(rng, width, height, s)
+    layout = _ClassLayout(k, role_class, blob_classes, blob_noise, detail_noise, water_noise,
+                          fields, roads, road_width=max(2.0, 4.0 * min(s, 2.0)))
+    return layout, (tex_coarse, tex_fine)
+
+
+def _fields(rng: np.random.Generator, width: int, height: int, s: float,
+            classes: list[int]) -> list[tuple[Polygon, int]]:
+    """Rectangular fields in pixel space (about one per 200 000 px at scale 1), each of a field
+    or barren class."""
+    fields = []
+    for _ in range(max(1, int(width * height / (200_000 * s * s)))):
         w, h = rng.uniform(40, 160, size=2) * s
         x0, y0 = rng.uniform(-w / 2, width), rng.uniform(-h / 2, height)
-        fields.append((box(x0, y0, x0 + w, y0 + h), int(rng.choice(field_classes))))
-    n_roads = max(1, int((width + height) / (700 * s)))
+        fields.append((box(x0, y0, x0 + w, y0 + h), int(rng.choice(classes))))
+    return fields
+
+
+def _roads(rng: np.random.Generator, width: int, height: int, s: float) -> list[LineString]:
+    """Straight roads across the whole raster in pixel space, about horizontal or vertical."""
     roads = []
-    for _ in range(n_roads):
+    for _ in range(max(1, int((width + height) / (700 * s)))):
         if rng.random() < 0.5:
             y = rng.uniform(0, height)
             line = LineString([(-10, y), (width + 10, y + rng.uniform(-0.3, 0.3) * width)])
@@ -195,18 +295,77 @@ def make_landscape(
             x = rng.uniform(0, width)
             line = LineString([(x, -10), (x + rng.uniform(-0.3, 0.3) * height, height + 10)])
         roads.append(line)
-    road_width = max(2.0, 4.0 * min(s, 2.0))
+    return roads
 
-    means, texture = _class_spectra(scheme, bands, seed)
-    scale = 255.0 if dtype == "uint8" else 10000.0
-    largest = max([*scheme.values, *[int(v) for v in scheme.nodata if v >= 0], 0])
-    label_dtype = "uint8" if largest < 256 else "uint16"
-    nodata_value = scheme.nodata[0] if scheme.nodata else None
-    if nodata_fraction > 0 and nodata_value is None:
-        raise GeospadeError(f"scheme {scheme.name!r} has no nodata value to paint")
-    values = np.array(scheme.values, dtype=np.int64)
 
-    landcover_path, imagery_path = Path(landcover_path), Path(imagery_path)
+@dataclass(frozen=True)
+class _Labels:
+    """How class indices become the land cover's raw values, with its nodata triangle."""
+
+    values: np.ndarray
+    dtype: str
+    nodata: int | None
+    nodata_fraction: float
+    width: int
+    height: int
+
+    @classmethod
+    def for_scheme(cls, scheme: ClassScheme, nodata_fraction: float, width: int,
+                   height: int) -> _Labels:
+        """uint8 values when every value of the scheme fits, else uint16.
+
+        Raises:
+            GeospadeError: ``nodata_fraction`` with a scheme that has no nodata value.
+        """
+        largest = max([*scheme.values, *[int(v) for v in scheme.nodata if v >= 0], 0])
+        nodata = scheme.nodata[0] if scheme.nodata else None
+        if nodata_fraction > 0 and nodata is None:
+            raise GeospadeError(f"scheme {scheme.name!r} has no nodata value to paint")
+        return cls(np.array(scheme.values, dtype=np.int64), "uint8" if largest < 256 else "uint16",
+                   nodata, nodata_fraction, width, height)
+
+    def raw(self, idx: np.ndarray, row0: int) -> np.ndarray:
+        """The raw values of class indices ``idx`` of the strip starting at row ``row0``."""
+        raw = self.values[idx].astype(self.dtype)
+        if self.nodata_fraction > 0:
+            rows = idx.shape[0]
+            yy = np.arange(row0, row0 + rows)[:, None] / max(self.height - 1, 1)
+            xx = np.arange(self.width)[None, :] / max(self.width - 1, 1)
+            raw[xx < self.nodata_fraction * (1 - yy)] = self.nodata
+        return raw
+
+
+@dataclass(frozen=True)
+class _Look:
+    """How each class looks: its mean spectrum, plus texture scaled by its amplitude, plus a
+    little sensor noise (drawn from ``rng`` strip by strip)."""
+
+    means: np.ndarray
+    texture: np.ndarray
+    coarse: list[_SmoothNoise]
+    fine: _SmoothNoise
+    scale: float
+    dtype: str
+    rng: np.random.Generator
+
+    def paint(self, idx: np.ndarray, row0: int) -> np.ndarray:
+        """Imagery ``(bands, rows, width)`` of ``dtype`` for class indices ``idx`` of the strip
+        starting at row ``row0``."""
+        rows, width = idx.shape
+        fine = self.fine.sample(row0, 0, rows, width)
+        amp = self.texture[idx]
+        img = np.empty((len(self.coarse), rows, width), dtype=np.float32)
+        for b in range(len(self.coarse)):
+            tex = 0.7 * self.coarse[b].sample(row0, 0, rows, width) + 0.6 * fine
+            img[b] = self.means[idx, b] + amp * tex
+        img += self.rng.normal(0.0, 0.012, size=img.shape).astype(np.float32)
+        return np.clip(img * self.scale, 0, self.scale).round().astype(self.dtype)
+
+
+def _profiles(width: int, height: int, crs: CRS, transform: Affine, block_size: int,
+              labels: _Labels, bands: int, dtype: str) -> tuple[dict, dict]:
+    """Creation profiles of the land cover and the imagery: tiled, DEFLATE (strips when
+    smaller than the smallest tile)."""
     common = dict(
         driver="GTiff", width=width, height=height, crs=crs, transform=transform, tiled=True,
         blockxsize=block_size, blockysize=block_size, compress="deflate",
@@ -214,63 +373,8 @@ def make_landscape(
     if width < 16 or height < 16:
         common.update(tiled=False)
         del common["blockxsize"], common["blockysize"]
-    lc_profile = dict(common, count=1, dtype=label_dtype, nodata=nodata_value)
+    lc_profile = dict(common, count=1, dtype=labels.dtype, nodata=labels.nodata)
     im_profile = dict(common, count=bands, dtype=dtype)
     if bands >= 3:
         im_profile["photometric"] = "minisblack"
-
-    with rasterio.open(landcover_path, "w", **lc_profile) as lc, rasterio.open(
-        imagery_path, "w", **im_profile
-    ) as im:
-        if bands <= len(BAND_NAMES):
-            for b in range(bands):
-                im.set_band_description(b + 1, BAND_NAMES[b])
-        if label_dtype == "uint8":
-            lc.write_colormap(1, {c.value: (*c.color, 255) for c in scheme.classes})
-        strip = block_size
-        for row0 in range(0, height, strip):
-            rows = min(strip, height - row0)
-            window = Window(0, row0, width, rows)
-            # Classes: the argmax of smooth per-class noise gives coherent blobs.
-            score = np.stack([n.sample(row0, 0, rows, width) for n in blob_noise])
-            score += 0.35 * detail_noise.sample(row0, 0, rows, width)[None]
-            idx = np.asarray(blob_classes, dtype=np.uint8)[score.argmax(axis=0)]
-            wt = Affine.translation(0, row0)  # vector features live in pixel space
-            for poly, cls in fields:
-                burn = rasterize([(poly, 1)], out_shape=(rows, width), transform=wt, dtype="uint8")
-                idx[burn.astype(bool)] = cls
-            if "water" in role_class:
-                water = water_noise.sample(row0, 0, rows, width) > 1.1
-                idx[water] = role_class["water"]
-            if "built" in role_class:
-                built = rasterize(
-                    [(r.buffer(road_width * 6), 1) for r in roads], out_shape=(rows, width),
-                    transform=wt, dtype="uint8",
-                ).astype(bool) & (detail_noise.sample(row0, 0, rows, width) > 0.2)
-                idx[built] = role_class["built"]
-            road_class = role_class.get("road", k - 1)
-            on_road = rasterize(
-                [(r.buffer(road_width / 2), 1) for r in roads], out_shape=(rows, width),
-                transform=wt, dtype="uint8",
-            ).astype(bool)
-            idx[on_road] = road_class
-
-            raw = values[idx].astype(label_dtype)
-            if nodata_fraction > 0:
-                yy = np.arange(row0, row0 + rows)[:, None] / max(height - 1, 1)
-                xx = np.arange(width)[None, :] / max(width - 1, 1)
-                raw[xx < nodata_fraction * (1 - yy)] = nodata_value
-            lc.write(raw, 1, window=window)
-
-            # Imagery: class spectrum + class-scaled texture + sensor noise.
-            fine = tex_fine.sample(row0, 0, rows, width)
-            amp = texture[idx]
-            img = np.empty((bands, rows, width), dtype=np.float32)
-            for b in range(bands):
-                tex = 0.7 * tex_coarse[b].sample(row0, 0, rows, width) + 0.6 * fine
-                img[b] = means[idx, b] + amp * tex
-            img += rng.normal(0.0, 0.012, size=img.shape).astype(np.float32)
-            img = np.clip(img * scale, 0, scale).round().astype(dtype)
-            im.write(img, window=window)
-    return LandscapePaths(landcover_path, imagery_path)
-
+    return lc_profile, im_profile

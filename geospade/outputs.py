@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from geospade.errors import GeospadeError
+from geospade.formats.chip_store import is_chip_store
 
 try:  # POSIX; on other systems runs are not locked (nothing else changes)
     import fcntl
@@ -94,10 +95,6 @@ def _empty_folder(path: Path) -> bool:
     return path.is_dir() and not any(path.iterdir())
 
 
-def _is_chip_store(path: Path) -> bool:
-    return path.is_dir() and _json_format(path / "manifest.json") == "geospade-chips"
-
-
 def _is_run_folder(path: Path) -> bool:
     return path.is_dir() and ((path / "config.toml").is_file()
                               or (path / "checkpoint.pt").is_file())
@@ -109,7 +106,6 @@ def _is_pipeline_folder(path: Path) -> bool:
 
 def _is_tiles_folder(path: Path) -> bool:
     return path.is_dir() and (path / TILES_MARKER).is_file()
-
 
 
 @dataclass(frozen=True)
@@ -131,7 +127,7 @@ GEOTIFF = OutputKind("GeoTIFF", _is_tiff)
 PNG = OutputKind("PNG image", _is_png)
 EVALUATION_REPORT = OutputKind(
     "geospade evaluation report", lambda p: _json_format(p) == "geospade-evaluation")
-CHIP_STORE = OutputKind("geospade chip store", _is_chip_store, folder=True)
+CHIP_STORE = OutputKind("geospade chip store", is_chip_store, folder=True)
 RUN_FOLDER = OutputKind("geospade run folder", _is_run_folder, folder=True)
 PIPELINE_FOLDER = OutputKind("geospade pipeline work folder", _is_pipeline_folder, folder=True)
 TILES_FOLDER = OutputKind("geospade tiles folder", _is_tiles_folder, folder=True)

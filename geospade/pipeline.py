@@ -29,6 +29,7 @@ a missing weights file).
 Nothing a user has is lost (:mod:`geospade.outputs`): ``out`` must be new, empty or a pipeline
 work folder (which is continued); no configured input may lie where a stage writes (``chips/``,
 ``run/``, ``synthetic.tif``, …); and one run at a time holds the work folder's lock.
+(docs/design.md, "Pipelines".)
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from typing import Any
 
 from geospade.atomic import atomic_path
 from geospade.errors import GeospadeError, check_seed
+from geospade.formats.chip_store import MANIFEST, read_counts
 from geospade.outputs import (
     PIPELINE_FOLDER,
     OutputLock,
@@ -65,6 +67,7 @@ from geospade.toml_files import read_toml
 
 STAGES = ("landscape", "tile", "train", "synthesize", "evaluate")
 STATE_FILE = "pipeline-state.json"
+REPORT_FILE = "report.json"
 STATE_VERSION = 1
 EVALUATE_KEYS: dict[str, type] = {
     "split": str, "segmenter": bool, "segmenter_steps": int, "batch_size": int, "device": str,
@@ -280,12 +283,91 @@ def _scheme_path(base: Path, value: Any) -> Any:
     return str(_path(base, value))
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What every stage builder needs: where paths are relative to, the work folder, and the
+    stage functions.
+
+    Attributes:
+        base: the config file's folder (every path a table names is relative to it).
+        out: the work folder.
+        quiet: no progress bars in the stages.
+        fns: the stage functions (:func:`stage_functions`).
+    """
+
+    base: Path
+    out: Path
+    quiet: bool
+    fns: dict[str, Callable[..., Any]]
+
+    @property
+    def chips(self) -> Path:
+        return self.out / "chips"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out / "run"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class _Rasters:
+    """The land cover and imagery the tile stage reads.
+
+    Attributes:
+        landcover, imagery: their paths.
+        sources: ``(what, path)`` of those the config names (none when ``[landscape]`` makes
+            them).
+        landscape_size: ``(width, height)`` of a land cover ``[landscape]`` makes; None when
+            the config names one.
+    """
+
+    landcover: Path
+    imagery: Path
+    sources: list[tuple[str, Path]]
+    landscape_size: tuple[int, int] | None = None
+
+
 def build_stages(config: Mapping[str, Any], out: Path, quiet: bool = False) -> list[Stage]:
     """Turn a config dict into the list of stages (validating every section before any work).
 
     Every path a table names is relative to the config file's folder (``config["_base"]``).
+    The tables are checked in stage order (``[evaluate]`` with ``[train]``: its split is what
+    training must find chips for), so the first error is the earliest stage's.
+
+    Args:
+        config: the pipeline config (see :func:`load_config`).
+        out: the work folder.
+        quiet: no progress bars in the stages.
+
+    Returns:
+        The stages in the order they run: ``landscape`` (when configured), ``tile``, ``train``,
+        ``synthesize``, ``evaluate``.
     """
-    base = Path(config.get("_base", "."))
+    _check_sections(config)
+    plan = _Plan(Path(config.get("_base", ".")), out, quiet, stage_functions())
+    tile_cfg = dict(config["tile"])
+    _check_types("tile", tile_cfg, _parameter_types(plan.fns["tile"]))
+    stages: list[Stage] = []
+    if "landscape" in config:
+        landscape, rasters = _landscape_stage(plan, dict(config["landscape"]), tile_cfg)
+        stages.append(landscape)
+    else:
+        rasters = _given_rasters(plan, tile_cfg)
+    tile_stage, tile_opts = _tile_stage(plan, tile_cfg, rasters)
+    chip_size = tile_opts.get("size", _default(plan.fns["tile"], "size"))
+    train_stage, use_vae = _train_stage(plan, config, tile_opts, chip_size)
+    synthesize_stage = _synthesize_stage(plan, dict(config["synthesize"]), rasters, chip_size,
+                                         use_vae)
+    return [*stages, tile_stage, train_stage, synthesize_stage,
+            _evaluate_stage(plan, dict(config["evaluate"]))]
+
+
+def _check_sections(config: Mapping[str, Any]) -> None:
+    """No unknown top-level key, and a table for each stage that is not optional."""
     unknown = sorted(k for k in config if k not in TOP_KEYS and not k.startswith("_"))
     if unknown:
         raise GeospadeError(
@@ -295,174 +377,184 @@ def build_stages(config: Mapping[str, Any], out: Path, quiet: bool = False) -> l
     for name in ("tile", "train", "synthesize", "evaluate"):
         if name not in config or not isinstance(config[name], Mapping):
             raise GeospadeError(f"pipeline config lacks a [{name}] table")
-    stages: list[Stage] = []
 
-    # landscape (optional) ------------------------------------------------------------------
-    tile_cfg = dict(config["tile"])
-    fns = stage_functions()
-    _check_types("tile", tile_cfg, _parameter_types(fns["tile"]))
-    landscape_size: tuple[int, int] | None = None
-    if "landscape" in config:
-        land = dict(config["landscape"])
-        _check_keys("landscape", land,
-                    _allowed(fns["landscape"], {"landcover_path", "imagery_path"}))
-        _check_types("landscape", land, _parameter_types(fns["landscape"]))
-        if "scheme" in land:
-            land["scheme"] = _scheme_path(base, land["scheme"])
-        landscape_size = (land.get("width", _default(fns["landscape"], "width")),
-                          land.get("height", _default(fns["landscape"], "height")))
-        folder = out / "landscape"
-        lc_path, im_path = folder / "landcover.tif", folder / "imagery.tif"
-        if "landcover" in tile_cfg or "imagery" in tile_cfg:
-            raise GeospadeError(
-                "[tile] landcover/imagery must not be set when [landscape] makes them"
-            )
 
-        def run_landscape(resume: bool, land=land, folder=folder) -> None:
-            created = not folder.exists()
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp_lc = folder / ".landcover.tif.tmp"
-            tmp_im = folder / ".imagery.tif.tmp"
-            try:
-                fns["landscape"](tmp_lc, tmp_im, **land)
-                os.replace(tmp_im, im_path)
-                os.replace(tmp_lc, lc_path)
-            except BaseException:
-                # No half-made landscape: neither temporary files nor a folder made for them.
-                tmp_lc.unlink(missing_ok=True)
-                tmp_im.unlink(missing_ok=True)
-                if created and not any(folder.iterdir()):
-                    folder.rmdir()
-                raise
+def _landscape_stage(plan: _Plan, land: dict[str, Any], tile_cfg: Mapping[str, Any]
+                     ) -> tuple[Stage, _Rasters]:
+    """The optional ``[landscape]`` stage, which makes the rasters tile reads."""
+    make = plan.fns["landscape"]
+    _check_keys("landscape", land, _allowed(make, {"landcover_path", "imagery_path"}))
+    _check_types("landscape", land, _parameter_types(make))
+    if "scheme" in land:
+        land["scheme"] = _scheme_path(plan.base, land["scheme"])
+    size = (land.get("width", _default(make, "width")),
+            land.get("height", _default(make, "height")))
+    folder = plan.out / "landscape"
+    rasters = _Rasters(folder / "landcover.tif", folder / "imagery.tif", [], size)
+    if "landcover" in tile_cfg or "imagery" in tile_cfg:
+        raise GeospadeError("[tile] landcover/imagery must not be set when [landscape] makes them")
 
-        land_sources = _file_sources("landscape", land, ("scheme",))
-        stages.append(Stage("landscape", land, [p for _, p in land_sources],
-                            [lc_path, im_path], run_landscape, land_sources))
-        tile_sources: list[tuple[str, Path]] = []
-    else:
-        for key in ("landcover", "imagery"):
-            if key not in tile_cfg:
-                raise GeospadeError(f"[tile] needs {key} = PATH (or add a [landscape] table)")
-        lc_path = _path(base, tile_cfg["landcover"])
-        im_path = _path(base, tile_cfg["imagery"])
-        tile_sources = [("[tile] landcover", lc_path), ("[tile] imagery", im_path)]
-    tile_opts = {k: v for k, v in tile_cfg.items() if k not in ("landcover", "imagery")}
-    if "scheme" in tile_opts:
-        tile_opts["scheme"] = _scheme_path(base, tile_opts["scheme"])
-    if isinstance(tile_opts.get("aoi"), (str, os.PathLike)):
-        tile_opts["aoi"] = str(_path(base, tile_opts["aoi"]))
-    tile_files = _file_sources("tile", tile_opts, ("scheme", "aoi"))
-    tile_sources += tile_files
+    def run(resume: bool) -> None:
+        created = not folder.exists()
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            # Each file is renamed into place only once both are written (the imagery first).
+            with atomic_path(rasters.landcover) as tmp_lc, atomic_path(rasters.imagery) as tmp_im:
+                make(tmp_lc, tmp_im, **land)
+        except BaseException:
+            # No half-made landscape: no folder made for it either.
+            if created and not any(folder.iterdir()):
+                folder.rmdir()
+            raise
 
-    # tile -----------------------------------------------------------------------------------
-    _check_keys("tile", tile_opts,
-                _allowed(fns["tile"], {"landcover", "imagery", "out", "overwrite", "quiet"}))
-    chips = out / "chips"
+    sources = _file_sources("landscape", land, ("scheme",))
+    stage = Stage("landscape", land, [p for _, p in sources],
+                  [rasters.landcover, rasters.imagery], run, sources)
+    return stage, rasters
 
-    def run_tile(resume: bool) -> None:
-        fns["tile"](lc_path, im_path, chips, overwrite=True, quiet=quiet, **tile_opts)
 
-    stages.append(Stage("tile", {**tile_opts, "landcover": str(lc_path), "imagery": str(im_path)},
-                        [lc_path, im_path, *(p for _, p in tile_files)],
-                        [chips / "manifest.json"], run_tile, tile_sources, writes=[chips]))
+def _given_rasters(plan: _Plan, tile_cfg: Mapping[str, Any]) -> _Rasters:
+    """The land cover and imagery ``[tile]`` names (without a ``[landscape]``)."""
+    for key in ("landcover", "imagery"):
+        if key not in tile_cfg:
+            raise GeospadeError(f"[tile] needs {key} = PATH (or add a [landscape] table)")
+    landcover = _path(plan.base, tile_cfg["landcover"])
+    imagery = _path(plan.base, tile_cfg["imagery"])
+    return _Rasters(landcover, imagery,
+                    [("[tile] landcover", landcover), ("[tile] imagery", imagery)])
 
-    # train ----------------------------------------------------------------------------------
+
+def _tile_stage(plan: _Plan, tile_cfg: Mapping[str, Any], rasters: _Rasters
+                ) -> tuple[Stage, dict[str, Any]]:
+    """The tile stage, and its options (paths resolved) that later stages check against."""
+    opts = {k: v for k, v in tile_cfg.items() if k not in ("landcover", "imagery")}
+    if "scheme" in opts:
+        opts["scheme"] = _scheme_path(plan.base, opts["scheme"])
+    if isinstance(opts.get("aoi"), (str, os.PathLike)):
+        opts["aoi"] = str(_path(plan.base, opts["aoi"]))
+    files = _file_sources("tile", opts, ("scheme", "aoi"))
+    _check_keys("tile", opts,
+                _allowed(plan.fns["tile"], {"landcover", "imagery", "out", "overwrite", "quiet"}))
+    lc_path, im_path, chips = rasters.landcover, rasters.imagery, plan.chips
+
+    def run(resume: bool) -> None:
+        plan.fns["tile"](lc_path, im_path, chips, overwrite=True, quiet=plan.quiet, **opts)
+
+    settings = {**opts, "landcover": str(lc_path), "imagery": str(im_path)}
+    stage = Stage("tile", settings, [lc_path, im_path, *(p for _, p in files)],
+                  [chips / MANIFEST], run, rasters.sources + files, writes=[chips])
+    return stage, opts
+
+
+def _train_stage(plan: _Plan, config: Mapping[str, Any], tile_opts: Mapping[str, Any],
+                 chip_size: Any) -> tuple[Stage, bool]:
+    """The train stage (``[evaluate]`` is checked here already: its split is what training must
+    find chips for), and whether it trains a style encoder."""
     from geospade.training.config import TrainConfig
 
     train_cfg = dict(config["train"])
     train_config = TrainConfig.from_dict(train_cfg, source="[train]")  # validate before any work
-    chip_size = tile_opts.get("size", _default(fns["tile"], "size"))
     _check_chip_size(chip_size, train_config)
-    train_sources: list[tuple[str, Path]] = []
+    sources: list[tuple[str, Path]] = []
     if train_config.vgg_weights not in ("auto", "off"):
-        train_cfg["vgg_weights"] = str(_path(base, train_config.vgg_weights))
+        train_cfg["vgg_weights"] = str(_path(plan.base, train_config.vgg_weights))
         if train_config.lambda_vgg > 0:  # read (and so needed) only then
-            train_sources.append(("[train] vgg_weights", Path(train_cfg["vgg_weights"])))
-    run_dir = out / "run"
-    checkpoint = run_dir / "checkpoint.pt"
-    # [evaluate] is checked here already: its split is what training must find chips for.
-    ev_cfg = dict(config["evaluate"])
-    _check_keys("evaluate", ev_cfg, set(EVALUATE_KEYS))
-    _check_types("evaluate", ev_cfg, EVALUATE_KEYS)
-    split = ev_cfg.get("split", _default(fns["evaluate"], "split"))
-    _check_evaluate(ev_cfg, split, tile_opts, fns["tile"])
+            sources.append(("[train] vgg_weights", Path(train_cfg["vgg_weights"])))
+    split = _check_evaluate_table(plan, dict(config["evaluate"]), tile_opts)
+    chips, run_dir = plan.chips, plan.run_dir
 
-    def run_train(resume: bool) -> None:
+    def run(resume: bool) -> None:
         _check_split_has_chips(chips, split)  # tiling may still have given it no chips
         if resume:
-            fns["train"](chips, run_dir, train_cfg, resume=True, quiet=quiet)
+            plan.fns["train"](chips, run_dir, train_cfg, resume=True, quiet=plan.quiet)
         else:
-            fns["train"](chips, run_dir, train_cfg, overwrite=True, quiet=quiet)
+            plan.fns["train"](chips, run_dir, train_cfg, overwrite=True, quiet=plan.quiet)
 
-    stages.append(Stage("train", train_cfg,
-                        [chips / "manifest.json", *(p for _, p in train_sources)],
-                        [checkpoint], run_train, train_sources, writes=[run_dir]))
+    stage = Stage("train", train_cfg, [chips / MANIFEST, *(p for _, p in sources)],
+                  [plan.checkpoint], run, sources, writes=[run_dir])
+    return stage, train_config.use_vae
 
-    # synthesize -----------------------------------------------------------------------------
-    syn_cfg = dict(config["synthesize"])
-    _check_types("synthesize", syn_cfg, _parameter_types(fns["synthesize"]))
-    syn_sources: list[tuple[str, Path]] = []
+
+def _check_evaluate_table(plan: _Plan, ev_cfg: Mapping[str, Any], tile_opts: Mapping[str, Any]
+                          ) -> str:
+    """The ``[evaluate]`` options, and its split against the tiling; returns the split."""
+    _check_keys("evaluate", ev_cfg, set(EVALUATE_KEYS))
+    _check_types("evaluate", ev_cfg, EVALUATE_KEYS)
+    split = ev_cfg.get("split", _default(plan.fns["evaluate"], "split"))
+    _check_evaluate(ev_cfg, split, tile_opts, plan.fns["tile"])
+    return split
+
+
+def _synthesize_stage(plan: _Plan, syn_cfg: dict[str, Any], rasters: _Rasters, chip_size: Any,
+                      use_vae: bool) -> Stage:
+    """The synthesize stage; its options are checked as synthesize would check them."""
+    synthesize = plan.fns["synthesize"]
+    _check_types("synthesize", syn_cfg, _parameter_types(synthesize))
+    sources: list[tuple[str, Path]] = []
     if "landcover" in syn_cfg:
-        syn_lc = _path(base, syn_cfg.pop("landcover"))
-        if not ("landscape" in config and same_file(syn_lc, lc_path)):  # not the one made here
-            syn_sources.append(("[synthesize] landcover", syn_lc))
+        landcover = _path(plan.base, syn_cfg.pop("landcover"))
+        made_here = rasters.landscape_size is not None and same_file(landcover,
+                                                                     rasters.landcover)
+        if not made_here:
+            sources.append(("[synthesize] landcover", landcover))
     else:
-        syn_lc = lc_path
-    edits = _path(base, syn_cfg.pop("edits")) if syn_cfg.get("edits") else None
+        landcover = rasters.landcover
+    edits = _path(plan.base, syn_cfg.pop("edits")) if syn_cfg.get("edits") else None
     syn_cfg.pop("edits", None)
     if edits is not None:
-        syn_sources.append(("[synthesize] edits", edits))
+        sources.append(("[synthesize] edits", edits))
     for key in ("style", "save_landcover", "tiles_only"):
         if isinstance(syn_cfg.get(key), (str, os.PathLike)):
-            syn_cfg[key] = _path(base, syn_cfg[key])
-    syn_sources += _file_sources("synthesize", syn_cfg, ("style",))
-    _check_keys("synthesize", syn_cfg, _allowed(fns["synthesize"], {
+            syn_cfg[key] = _path(plan.base, syn_cfg[key])
+    sources += _file_sources("synthesize", syn_cfg, ("style",))
+    _check_keys("synthesize", syn_cfg, _allowed(synthesize, {
         "checkpoint", "landcover", "out", "edits", "overwrite", "quiet"}))
-    synthetic = out / "synthetic.tif"
-    check_synthesis_options(syn_cfg, edits, chip_size, train_config.use_vae, synthetic)
-    check_synthesis_area(syn_cfg.get("window"), syn_cfg.get("bbox"), syn_lc,
-                         landscape_size if syn_lc == lc_path else None)
+    synthetic, checkpoint = plan.out / "synthetic.tif", plan.checkpoint
+    check_synthesis_options(syn_cfg, edits, chip_size, use_vae, synthetic)
+    check_synthesis_area(syn_cfg.get("window"), syn_cfg.get("bbox"), landcover,
+                         rasters.landscape_size if landcover == rasters.landcover else None)
 
-    def run_synthesize(resume: bool) -> None:
+    def run(resume: bool) -> None:
         kwargs = dict(syn_cfg)
         if edits is not None:
             kwargs["edits"] = edits
-        fns["synthesize"](checkpoint, syn_lc, synthetic, overwrite=True, quiet=quiet, **kwargs)
+        synthesize(checkpoint, landcover, synthetic, overwrite=True, quiet=plan.quiet, **kwargs)
 
-    syn_inputs = [checkpoint, syn_lc] + [p for what, p in syn_sources
-                                         if what != "[synthesize] landcover"]
-    syn_outputs = [syn_cfg["tiles_only"] if syn_cfg.get("tiles_only") else synthetic]
+    inputs = [checkpoint, landcover] + [p for what, p in sources
+                                        if what != "[synthesize] landcover"]
+    outputs = [syn_cfg["tiles_only"] if syn_cfg.get("tiles_only") else synthetic]
     if syn_cfg.get("save_landcover"):
-        syn_outputs.append(syn_cfg["save_landcover"])
-    stages.append(Stage("synthesize", {**syn_cfg, "landcover": str(syn_lc),
-                                       "edits": str(edits) if edits else None},
-                        syn_inputs, syn_outputs, run_synthesize, syn_sources))
+        outputs.append(syn_cfg["save_landcover"])
+    settings = {**syn_cfg, "landcover": str(landcover), "edits": str(edits) if edits else None}
+    return Stage("synthesize", settings, inputs, outputs, run, sources)
 
-    # evaluate (its table was checked with train's) ------------------------------------------
-    report_path = out / "report.json"
-    weights = _path(base, ev_cfg["inception_weights"]) if ev_cfg.get("inception_weights") else None
-    ev_sources = [("[evaluate] inception_weights", weights)] if weights is not None else []
 
-    def run_evaluate(resume: bool) -> None:
+def _evaluate_stage(plan: _Plan, ev_cfg: dict[str, Any]) -> Stage:
+    """The evaluate stage (its table was checked with train's)."""
+    report_path = plan.out / REPORT_FILE
+    weights = (_path(plan.base, ev_cfg["inception_weights"]) if ev_cfg.get("inception_weights")
+               else None)
+    sources = [("[evaluate] inception_weights", weights)] if weights is not None else []
+    checkpoint, chips = plan.checkpoint, plan.chips
+
+    def run(resume: bool) -> None:
         from geospade.evaluation.segmenter import SegmenterSettings
 
         opts = dict(ev_cfg)
         steps = opts.pop("segmenter_steps", SegmenterSettings().steps)
         use_seg = opts.pop("segmenter", True)
         opts.pop("inception_weights", None)
-        fns["evaluate"](
+        plan.fns["evaluate"](
             checkpoint, chips, out=report_path,
             segmenter=SegmenterSettings(steps=steps) if use_seg else None,
-            inception_weights=weights, overwrite=True, quiet=quiet, **opts,
+            inception_weights=weights, overwrite=True, quiet=plan.quiet, **opts,
         )
 
-    ev_outputs = [report_path]
+    outputs = [report_path]
     if ev_cfg.get("figure", True):
-        ev_outputs.append(report_path.with_suffix(".png"))
-    stages.append(Stage("evaluate", ev_cfg,
-                        [checkpoint, chips / "manifest.json", *(p for _, p in ev_sources)],
-                        ev_outputs, run_evaluate, ev_sources))
-    return stages
+        outputs.append(report_path.with_suffix(".png"))
+    return Stage("evaluate", ev_cfg, [checkpoint, chips / MANIFEST, *(p for _, p in sources)],
+                 outputs, run, sources)
 
 
 def _file_sources(stage: str, options: Mapping[str, Any], keys: Sequence[str]
@@ -569,7 +661,7 @@ def check_synthesis_area(window: Any, bbox: Any, landcover: Path,
     """
     import rasterio
 
-    from geospade.synthesis.sliding import parse_bbox, parse_window
+    from geospade.synthesis.area import parse_bbox, parse_window
 
     if window is None and bbox is None:
         return
@@ -596,7 +688,7 @@ def check_synthesis_area(window: Any, bbox: Any, landcover: Path,
 
 
 def _check_bbox_form(bbox: Any) -> None:
-    """Four numbers, min < max (what :func:`~geospade.synthesis.sliding.parse_bbox` takes)."""
+    """Four numbers, min < max (what :func:`~geospade.synthesis.area.parse_bbox` takes)."""
     try:
         values = [float(v) for v in (bbox.replace(" ", "").split(",")
                                      if isinstance(bbox, str) else bbox)]
@@ -662,11 +754,10 @@ def _check_evaluate(ev_cfg: Mapping[str, Any], split: Any, tile_opts: Mapping[st
 
 def _check_split_has_chips(chips: Path, split: str) -> None:
     """After tiling: the chip store has chips in the split ``[evaluate]`` reads."""
-    try:
-        counts = json.loads((chips / "manifest.json").read_text()).get("counts")
-    except (OSError, ValueError, AttributeError):
-        return  # an unreadable store is train's error to report
-    if isinstance(counts, dict) and counts.get(split) == 0:
+    # Only the counts are read (not open_chip_store's validation): a store that is unreadable
+    # or does not validate is train's error to report.
+    counts = read_counts(chips)
+    if counts is not None and counts.get(split) == 0:
         raise GeospadeError(
             f"chip store {chips} has no {split!r} chips for [evaluate]: raise [tile] "
             f"{SPLIT_FRACTIONS[split]} or evaluate another split"
@@ -725,28 +816,49 @@ def run_pipeline(
     if isinstance(config, (str, Path)):
         config = load_config(config)
     config = copy.deepcopy(dict(config))
-    base = Path(config.get("_base", "."))
-    say = say or _default_say(quiet)
-    if out is None:
-        if "out" not in config:
-            raise GeospadeError("pipeline config has no `out` folder; pass one (-o DIR)")
-        if not isinstance(config["out"], str):
-            raise GeospadeError(f"pipeline config: out must be str, not {config['out']!r}")
-        out = _path(base, config["out"])
-    out = Path(out)
+    out = _work_folder(config, out)
     check_work_folder(out)
     names = [s for s in STAGES if s in config]
     if force is not None and force != "all" and force not in names:
         raise GeospadeError(f"--force takes all or a stage of this pipeline ({', '.join(names)})")
     stages = build_stages(config, out, quiet=quiet)
+    _check_before_work(stages, out)
+    result = _run_in_work_folder(stages, out, force, say or _default_say(quiet))
+    result.paths = _output_paths(stages, out)
+    report_path = out / REPORT_FILE
+    if report_path.is_file():
+        result.report = json.loads(report_path.read_text())
+    return result
+
+
+def _work_folder(config: Mapping[str, Any], out: str | Path | None) -> Path:
+    """``out``, or else the config's ``out`` relative to the config file's folder."""
+    if out is not None:
+        return Path(out)
+    if "out" not in config:
+        raise GeospadeError("pipeline config has no `out` folder; pass one (-o DIR)")
+    if not isinstance(config["out"], str):
+        raise GeospadeError(f"pipeline config: out must be str, not {config['out']!r}")
+    return _path(Path(config.get("_base", ".")), config["out"])
+
+
+def _check_before_work(stages: Sequence[Stage], out: Path) -> None:
+    """Inputs no earlier stage makes exist, devices are known, and no stage writes over an
+    input (:func:`check_outputs_spare_sources`)."""
     made: set[Path] = set()
-    for stage in stages:  # inputs no earlier stage makes, and devices, must exist before any work
+    for stage in stages:
         for p in stage.inputs:
             if p not in made and is_local(p) and not p.exists():
                 raise GeospadeError(f"[{stage.name}] input not found: {p}")
         made.update(stage.outputs)
         _check_device(stage.name, stage.settings.get("device"))
     check_outputs_spare_sources(stages, out)
+
+
+def _run_in_work_folder(stages: list[Stage], out: Path, force: str | None, say: Say
+                        ) -> PipelineResult:
+    """:func:`_run_stages` holding the work folder's lock; a failed first run takes back the
+    folders it made."""
     # Folders made on the way to the work folder go again when the run fails.
     with removing_new_folders([out]):
         prepare_folder(parent_of(out))
@@ -754,17 +866,12 @@ def run_pipeline(
             created = not out.exists()
             prepare_folder(out, "work folder")
             try:
-                result = _run_stages(stages, out, force, say)
+                return _run_stages(stages, out, force, say)
             except BaseException:
                 # A first run that failed before any stage finished leaves no work folder.
                 if created and {p.name for p in out.iterdir()} <= {STATE_FILE}:
                     shutil.rmtree(out, ignore_errors=True)
                 raise
-    result.paths = _output_paths(stages, out)
-    report_path = out / "report.json"
-    if report_path.is_file():
-        result.report = json.loads(report_path.read_text())
-    return result
 
 
 def _run_stages(stages: list[Stage], out: Path, force: str | None, say: Say) -> PipelineResult:

@@ -7,10 +7,11 @@ A scheme maps each raw value of a land-cover raster to an index ``0..K-1``. Valu
 
 from __future__ import annotations
 
+import functools
 import json
 import string
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,11 @@ IGNORE_INDEX = 255
 
 @dataclass(frozen=True)
 class LandCoverClass:
+    """One class: its raw value, name and RGB colour (None: the scheme picks a distinct one)."""
+
     value: int
     name: str
-    color: tuple[int, int, int]
+    color: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,9 @@ class ClassScheme:
         classes: the classes in index order; ``classes[i].value`` is the raw value of index ``i``.
         nodata: raw values meaning "no data".
         ignore: raw values that are valid but unlabelled (e.g. Aberdeen Proving Ground).
+
+    Classes given without a colour get one from :func:`distinct_colors`, away from the colours
+    the other classes were given, so masks and previews of any scheme show every class.
     """
 
     name: str
@@ -80,6 +86,20 @@ class ClassScheme:
                 f"class scheme {self.name!r}: values {sorted(clash)} "
                 "are both a class and nodata/ignore"
             )
+        self._fill_colors()
+
+    def _fill_colors(self) -> None:
+        """Give each class without a colour a distinct one (given colours are kept)."""
+        missing = [i for i, c in enumerate(self.classes) if c.color is None]
+        if not missing:
+            return
+        given = [c.color for c in self.classes if c.color is not None]
+        chosen = iter(distinct_colors(len(missing), avoid=given))
+        classes = tuple(
+            replace(c, color=next(chosen)) if c.color is None else c for c in self.classes
+        )
+        # Frozen dataclass: the one place its field is completed after validation.
+        object.__setattr__(self, "classes", classes)
 
     @property
     def num_classes(self) -> int:
@@ -223,7 +243,8 @@ class ClassScheme:
 
         Args:
             data: ``{"name", "nodata", "ignore", "classes": [{"value", "name", "color"}]}``;
-                only ``classes`` and each class's ``value`` and ``name`` are required.
+                only ``classes`` and each class's ``value`` and ``name`` are required (a class
+                without ``color`` gets one from :func:`distinct_colors`).
             origin: where ``data`` came from (a file name), for error messages.
 
         Raises:
@@ -265,8 +286,9 @@ class ClassScheme:
                 )
             if not isinstance(c["name"], str):
                 raise GeospadeError(f"{where}: {at} 'name' must be a string, not {c['name']!r}")
-            color = _parse_color(c.get("color", "#808080"))
-            if color is None:
+            # No colour: the scheme chooses a distinct one (a grey default made masks blank).
+            color = _parse_color(c["color"]) if "color" in c else None
+            if "color" in c and color is None:
                 raise GeospadeError(
                     f'{where}: {at} \'color\' must be "#rrggbb" or [r, g, b] (0-255), '
                     f"not {c['color']!r}"
@@ -352,6 +374,65 @@ def _parse_color(c) -> tuple[int, int, int] | None:
     ):
         return (c[0], c[1], c[2])
     return None
+
+
+def distinct_colors(
+    n: int, avoid: Sequence[tuple[int, int, int]] = ()
+) -> list[tuple[int, int, int]]:
+    """``n`` distinct RGB colours, each as far as possible from the ones before it and ``avoid``.
+
+    A greedy farthest-point sequence in CIELAB (perceptual distance) over mid-light, moderately
+    saturated sRGB colours: no greys (they read as "no class"), no near-black or near-white
+    (ignore pixels and backgrounds). Deterministic, and a prefix of a longer sequence with the
+    same ``avoid``; 7 colours are at least ~50 apart (CIE76), 20 about 30.
+
+    Args:
+        n: how many colours (a scheme has at most 254 classes; up to ~1200 are distinct).
+        avoid: colours already in use (e.g. the ones a scheme gives); none is repeated.
+
+    Returns:
+        ``n`` ``(r, g, b)`` tuples of ints 0..255.
+    """
+    candidates, lab = _palette_candidates()
+    # Distance of each candidate to the nearest colour in use; with none yet, start from the
+    # candidate farthest from mid-grey (the most colourful).
+    nearest = np.full(len(lab), np.inf)
+    for color in avoid:
+        nearest = np.minimum(nearest, np.linalg.norm(lab - _lab(np.array(color)), axis=1))
+    if len(avoid) == 0:
+        nearest = np.linalg.norm(lab - (60.0, 0.0, 0.0), axis=1)
+    chosen = []
+    for _ in range(n):
+        i = int(np.argmax(nearest))
+        chosen.append(tuple(int(x) for x in candidates[i]))
+        nearest = np.minimum(nearest, np.linalg.norm(lab - lab[i], axis=1))
+        nearest[i] = -1.0  # never twice, even once every candidate is taken
+    return chosen
+
+
+@functools.lru_cache(maxsize=1)
+def _palette_candidates() -> tuple[np.ndarray, np.ndarray]:
+    """sRGB colours on a 16-level grid with L* 40-82 and chroma 30-70, and their CIELAB."""
+    levels = np.arange(0, 256, 17)
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), axis=-1).reshape(-1, 3)
+    lab = _lab(grid)
+    chroma = np.hypot(lab[:, 1], lab[:, 2])
+    keep = (lab[:, 0] >= 40) & (lab[:, 0] <= 82) & (chroma >= 30) & (chroma <= 70)
+    return grid[keep], lab[keep]
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB (D65 white) of sRGB colours ``(..., 3)`` in 0..255."""
+    c = np.asarray(rgb, dtype=np.float64) / 255.0
+    linear = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    to_xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722],
+                       [0.0193, 0.1192, 0.9505]])
+    xyz = linear @ to_xyz.T / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack(
+        [116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])],
+        axis=-1,
+    )
 
 
 def _scheme(name: str, rows: Iterable[tuple[int, str, tuple[int, int, int]]], nodata=(), ignore=()):

@@ -20,7 +20,9 @@ from geospade.evaluation.report import (
 from geospade.evaluation.segmenter import SegmenterSettings, cache_path
 from geospade.formats.checkpoint import save_checkpoint
 from geospade.models import Generator
+from geospade.normalization import denormalize, normalize
 from geospade.schemes import load_scheme
+from geospade.synthesis import model as synthesis_model
 
 SEG = SegmenterSettings(steps=40, batch_size=4, base_channels=8)
 
@@ -118,6 +120,31 @@ def test_report_schema_files_and_segmenter_cache(chips, checkpoint, tmp_path):
     # Output exists: refused without overwrite, before any work.
     with pytest.raises(GeospadeError, match="exists"):
         evaluate(checkpoint, chips, "val", out, segmenter=None, device="cpu", quiet=True)
+
+
+def test_evaluate_paints_with_the_model_synthesize_loads(chips, checkpoint, monkeypatch):
+    # evaluate must measure the generator synthesize writes with: loaded by
+    # load_synthesis_model, in the same precision and layout (amp "auto": bf16 where the device
+    # has it), not an fp32 copy of its own.
+    loaded = []
+    real_loader = synthesis_model.load_synthesis_model
+
+    def spy(*args, **kwargs):
+        model = real_loader(*args, **kwargs)
+        loaded.append((args, kwargs, model))
+        return model
+
+    monkeypatch.setattr(synthesis_model, "load_synthesis_model", spy)
+    report = evaluate(checkpoint, chips, "val", segmenter=None, device="cpu", quiet=True)
+    assert len(loaded) == 1
+    args, kwargs, model = loaded[0]
+    assert str(args[0]) == str(checkpoint) and kwargs.get("amp", "auto") == "auto"
+    assert model.amp == synthesis_model.resolve_amp("auto", torch.device("cpu"))
+    samples = report["_samples"]
+    masks = np.stack(samples["mask"])
+    store_bands = open_chip_store(chips).bands
+    expected = [normalize(denormalize(out, model.bands), store_bands) for out in model(masks)]
+    np.testing.assert_array_equal(np.stack(samples["model"]), np.stack(expected))
 
 
 def test_cli_writes_report_and_prints_summary(chips, checkpoint, tmp_path, capsys):

@@ -307,7 +307,8 @@ def test_failed_synthesize_removes_the_output_folders_it_created(tmp_path, ckpt,
 
 def test_interrupted_synthesize_and_stitch_remove_their_new_folders(tmp_path, ckpt, landcover,
                                                                     capsys, monkeypatch):
-    from geospade.raster.writer import BlendingWriter, stitch
+    from geospade.raster.blending_writer import BlendingWriter
+    from geospade.raster.stitch import stitch
     from geospade.synthesis.model import SynthesisModel
 
     def crash(*args, **kwargs):

@@ -11,7 +11,10 @@ from affine import Affine
 from cli_runner import run_cli
 from rasterio.transform import from_origin
 
-from geospade.raster.writer import BlendingWriter, Grid, edge_overlaps, ramp, stitch
+from geospade.raster.blend import edge_overlaps, ramp
+from geospade.raster.blending_writer import BlendingWriter
+from geospade.raster.grid import Grid
+from geospade.raster.stitch import stitch
 
 ORIGIN = from_origin(500000.0, 4000000.0, 2.0, 2.0)
 
@@ -200,7 +203,7 @@ def test_stitch_bad_inputs(tmp_path, capsys):
 def test_tile_weights_match_the_dense_all_pairs_definition():
     # Neighbours come from a spatial index; the ramp lengths must equal edge_overlaps over all
     # pairs (restricted to tiles that overlap on the other axis) for a messy layout.
-    from geospade.raster.writer import _Tile, tile_weights
+    from geospade.raster.stitch import _Tile, tile_weights
 
     rng = np.random.default_rng(3)
     tiles = [_Tile(Path(f"{i}.tif"), int(rng.integers(0, 400)), int(rng.integers(0, 400)),

@@ -288,7 +288,7 @@ def test_codec_choice_changes_the_encoding_not_the_pixels(tmp_path, ckpt, cog):
 def test_uncompressed_intermediate_or_not_same_result(tmp_path, ckpt, cog, monkeypatch):
     # With room on disk the rows go to an uncompressed intermediate that one copy compresses;
     # without, they are compressed as they come. Same pixels, overviews and metadata.
-    import geospade.raster.writer as writer
+    import geospade.raster.strip_writer as writer
 
     paths = make_landscape(tmp_path / "lc.tif", tmp_path / "im.tif", 600, 530, feature_scale=0.3)
     synthesize(ckpt, paths.landcover, tmp_path / "raw.tif", cog=cog, overlap=8, quiet=True)

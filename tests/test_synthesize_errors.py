@@ -176,7 +176,7 @@ def test_unknown_value_scan_counts_every_dtype(tmp_path, dtype):
     from rasterio.windows import Window
 
     from geospade.schemes import CHESAPEAKE7
-    from geospade.synthesis.sliding import scan_unknown_values
+    from geospade.synthesis.nodata import scan_unknown_values
 
     labels = np.tile(np.arange(1, 7), (300, 50)).astype(dtype)  # 300 x 300
     clean = write_landcover(tmp_path / "clean.tif", labels, nodata=0)

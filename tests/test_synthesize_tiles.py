@@ -8,7 +8,7 @@ import rasterio
 from test_synthesize import make_checkpoint, run_cli
 
 from geospade.landscape import make_landscape
-from geospade.raster.writer import stitch
+from geospade.raster.stitch import stitch
 from geospade.synthesis import synthesize
 
 

@@ -14,7 +14,8 @@ from geospade.models.encoder import StyleEncoder
 from geospade.models.generator import build_generator
 from geospade.models.precision import cpu_supports_bf16
 from geospade.training.config import TrainConfig, load_config_file
-from geospade.training.loop import _build_models, train
+from geospade.training.loop import train
+from geospade.training.state import build_models as _build_models
 from geospade.training.step import update_ema
 from geospade.training.validation import mean_colour_error, spectral_distance
 

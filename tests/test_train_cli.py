@@ -264,7 +264,7 @@ def test_unknown_device_and_unwritable_folder(stores, tmp_path, capsys, monkeypa
                         *TINY, "--device", "foo"], capsys)
     assert code == 1 and "unknown device 'foo'" in one_line_error(err)
     assert not (tmp_path / "r").exists()
-    import geospade.training.loop as loop
+    import geospade.training.run_folder as loop
 
     monkeypatch.setattr(loop.os, "access", lambda path, mode: str(path) != str(tmp_path))
     code, _, err = run(["train", str(stores["good"]), "-o", str(tmp_path / "r"), *TINY], capsys)

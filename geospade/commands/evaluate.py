@@ -50,8 +50,9 @@ def command(checkpoint: str, chips: str, split: str, out: str | None, no_figure:
 
     Example: geospade evaluate run/checkpoint.pt chips/ --split val -o run/report.json
     """
-    from geospade.evaluation.report import evaluate, format_summary
+    from geospade.evaluation.report import evaluate
     from geospade.evaluation.segmenter import SegmenterSettings
+    from geospade.evaluation.summary import format_summary
 
     report_path = Path(out) if out else Path(checkpoint).parent / f"report-{split}.json"
     report = evaluate(

@@ -30,7 +30,7 @@ def command(config: str, out: str | None, force: str | None, quiet: bool) -> Non
 
     Example: geospade run pipelines/chesapeake.toml
     """
-    from geospade.evaluation.report import format_summary
+    from geospade.evaluation.summary import format_summary
     from geospade.pipeline import run_pipeline
 
     result = run_pipeline(config, out, force=force, quiet=quiet)

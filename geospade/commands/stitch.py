@@ -28,7 +28,7 @@ def command(tiles: tuple[str, ...], out: str, cog: bool, compress: str, overwrit
 
     Example: geospade stitch tiles/*.tif -o synthetic.tif --cog
     """
-    from geospade.raster.writer import stitch
+    from geospade.raster.stitch import stitch
 
     summary = stitch(list(tiles), out, cog=cog, compress=compress, overwrite=overwrite,
                      quiet=quiet)

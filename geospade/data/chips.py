@@ -1,4 +1,5 @@
-"""A torch ``Dataset`` over a chip store written by ``geospade tile`` (docs/design.md).
+"""A torch ``Dataset`` over a chip store written by ``geospade tile`` (docs/design.md, "Chip
+store"; read through :mod:`geospade.formats.chip_store`).
 
 Each sample is one chip: its class-index mask (255 = ignore), its image normalised per band to
 [-1, 1] with the manifest's stats, and its id. Non-finite image pixels are ignored in the mask and
@@ -23,32 +24,12 @@ import torch
 from torch.utils.data import Dataset
 
 from geospade.errors import GeospadeError, reading
-from geospade.formats.chip_store import ChipStore, open_chip_store
+from geospade.formats.chip_store import SPLITS, ChipStore, open_chip_store, read_index
 from geospade.normalization import BandStats, normalize
 from geospade.schemes import IGNORE_INDEX, ClassScheme
 
-SPLITS = ("train", "val", "test")
-
-
-def read_chip_index(root: str | Path) -> list[dict[str, Any]]:
-    """The rows of ``index.gpkg`` (id, split, image, mask; no geometry), in file order."""
-    import pyogrio
-
-    path = Path(root) / "index.gpkg"
-    if not path.is_file():
-        raise GeospadeError(f"{root} is not a complete chip store (no index.gpkg)")
-    try:
-        table = pyogrio.read_dataframe(
-            path, layer="chips", columns=["id", "split", "image", "mask"], read_geometry=False
-        )
-    except Exception as exc:  # noqa: BLE001 - pyogrio raises several types for a bad file
-        raise GeospadeError(
-            f"{path} is not a readable chip index ({' '.join(str(exc).split())})"
-        ) from None
-    return [
-        {"id": str(r.id), "split": str(r.split), "image": str(r.image), "mask": str(r.mask)}
-        for r in table.itertuples(index=False)
-    ]
+# The index reader under the name it had before the chip store got one owner (issue 15).
+read_chip_index = read_index
 
 
 def dihedral(array: torch.Tensor, code: int) -> torch.Tensor:
@@ -89,7 +70,7 @@ class ChipDataset(Dataset):
         self.augment = augment
         self.seed = int(seed)
         self.epoch = 0
-        rows = read_chip_index(self.root)
+        rows = read_index(self.root)
         self.rows = [r for r in rows if split == "all" or r["split"] == split]
         if not self.rows:
             raise GeospadeError(f"chip store {self.root} has no {split!r} chips")

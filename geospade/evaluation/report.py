@@ -1,18 +1,30 @@
-"""`evaluate`: how real a checkpoint's imagery is, class by class, with baselines (DESIGN.md).
+"""`evaluate`: how real a checkpoint's imagery is, class by class, with baselines.
 
-On one split of a chip store, in one pass, the model and two baselines paint every chip's mask:
+On one split of a chip store, in one pass, the model and two baselines paint every chip's mask
+(:mod:`geospade.evaluation.painters`):
 
-- ``model``: the checkpoint's generator (its EMA weights when present);
+- ``model``: the checkpoint's generator (its EMA weights when present), loaded as ``synthesize``
+  loads it (:func:`geospade.synthesis.model.load_synthesis_model`: the same precision, layout
+  and style code), so the report measures the imagery ``synthesize`` writes;
 - ``class_mean``: every pixel painted with its class's mean real spectrum (means from the train
   split) — flat "paint by numbers" output, texture near 0;
 - ``shuffled_real``: the real image of another chip (a fixed derangement of the split), i.e. real
   imagery that ignores the mask.
 
-Each is compared with the real images of the same masks: per-class/per-band Wasserstein distance
-(normalised and source units), per-class texture ratio, segmentation consistency (mIoU of a U-Net
-trained on real train chips; see :mod:`geospade.evaluation.segmenter`) and FID when Inception
-weights are on this machine. The report is a plain dict (``report.json``), a terminal table
-(:func:`format_summary`) and a PNG figure (:func:`write_figure`).
+Each is compared with the real images of the same masks (:mod:`geospade.evaluation.scores`):
+per-class/per-band Wasserstein distance (normalised and source units), per-class texture ratio,
+segmentation consistency (mIoU of a U-Net trained on real train chips; see
+:mod:`geospade.evaluation.segmenter`) and FID when Inception weights are on this machine. The
+report is a plain dict (``report.json``, schema below and in docs/design.md, "Evaluation
+report"), a terminal table (:func:`~geospade.evaluation.summary.format_summary`) and a PNG figure
+(:func:`~geospade.evaluation.figure.write_figure`).
+
+``report.json``: ``format`` ("geospade-evaluation"), ``format_version`` (1),
+``geospade_version``, ``created``, ``chips``, ``split``, ``num_chips``, ``scheme``, ``classes``,
+``colors``, ``bands``, ``dtype``, ``class_pixels`` (per class index), ``histogram_bins``,
+``real`` (``texture``, ``segmentation``), ``methods`` ({method: :func:`~geospade.evaluation.scores.
+method_entry`}), ``segmenter`` (settings, cache, cached), ``fid`` (available, note), ``notes``,
+``checkpoint``, ``step``. NaN and infinite values are null.
 """
 
 from __future__ import annotations
@@ -21,7 +33,7 @@ import datetime as _dt
 import json
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,19 +45,35 @@ from geospade import __version__
 from geospade.atomic import atomic_path
 from geospade.errors import GeospadeError, check_seed
 from geospade.evaluation import metrics
+from geospade.evaluation.figure import write_figure
+from geospade.evaluation.painters import (
+    Painter,
+    class_mean_painter,
+    derangement,
+    shuffled_painter,
+    synthesis_painter,
+)
+from geospade.evaluation.scores import (
+    FIGURE_SAMPLES,
+    Judges,
+    Measurements,
+    measure,
+    method_entry,
+    real_miou,
+)
 from geospade.evaluation.segmenter import (
     DEFAULT_SEGMENTER,
-    ConfusionMatrix,
     SegmenterSettings,
     cache_path,
     cache_segmenter,
     load_cached_segmenter,
-    predict,
     train_segmenter,
     user_cache_dir,
 )
+from geospade.evaluation.split_source import SplitSource
+from geospade.evaluation.summary import METHOD_LABELS, METHODS, format_summary, headline
 from geospade.models.precision import resolve_device
-from geospade.normalization import BandStats, denormalize, normalize
+from geospade.normalization import BandStats
 from geospade.outputs import (
     EVALUATION_REPORT,
     PNG,
@@ -57,100 +85,11 @@ from geospade.schemes import ClassScheme
 
 REPORT_FORMAT = "geospade-evaluation"
 REPORT_VERSION = 1
-METHODS = ("model", "class_mean", "shuffled_real")
-METHOD_LABELS = {"model": "model", "class_mean": "class-mean", "shuffled_real": "shuffled real"}
-FIGURE_SAMPLES = 4
-
-Painter = Callable[[np.ndarray, Sequence[int]], np.ndarray]
-"""``(masks (N, H, W) uint8, chip indices) -> normalised images (N, C, H, W) float32``."""
 
 
 def progress_enabled(quiet: bool = False) -> bool:
     """Progress bars are shown only on a terminal and without ``--quiet``."""
     return not quiet and sys.stderr.isatty()
-
-
-# -- painters ------------------------------------------------------------------------------------
-
-
-def generator_painter(
-    checkpoint: dict[str, Any], store_bands: Sequence[BandStats], device: torch.device,
-    seed: int = 0, path: str | Path | None = None,
-) -> Painter:
-    """A painter running a checkpoint's generator (EMA weights when present).
-
-    Its output is mapped to the source dtype with the checkpoint's stats (what ``synthesize``
-    writes) and normalised back with the chip store's, so it is measured like a real chip.
-    ``path`` (the checkpoint's file) is named when its weights do not fit its generator config.
-    """
-    from geospade.formats.checkpoint import load_weights
-    from geospade.models import build_generator
-
-    net = build_generator(checkpoint["generator_config"])
-    part = "generator_ema" if checkpoint.get("generator_ema") else "generator"
-    load_weights(net, checkpoint[part], path, part)
-    net = net.to(device).eval()
-    ckpt_bands = [BandStats.from_dict(b) for b in checkpoint["bands"]]
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-
-    @torch.no_grad()
-    def paint(masks: np.ndarray, indices: Sequence[int]) -> np.ndarray:
-        labels = torch.from_numpy(masks.astype(np.int64)).to(device)
-        z = None
-        if getattr(net, "use_vae", False):
-            z = torch.randn(len(masks), net.z_dim, generator=gen).to(device)
-        out = net(labels, z=z).float().cpu().numpy()
-        return np.stack([normalize(denormalize(o, ckpt_bands), store_bands) for o in out])
-
-    return paint
-
-
-def class_mean_painter(means: np.ndarray) -> Painter:
-    """Paint each pixel with its class's mean normalised spectrum ``means (K, C)``; ignore -> 0."""
-
-    def paint(masks: np.ndarray, indices: Sequence[int]) -> np.ndarray:
-        table = np.zeros((256, means.shape[1]), dtype=np.float32)
-        table[: len(means)] = means
-        return np.ascontiguousarray(np.moveaxis(table[masks], -1, 1))
-
-    return paint
-
-
-def derangement(n: int, seed: int = 0) -> np.ndarray | None:
-    """A fixed permutation of ``range(n)`` with no fixed point (None when ``n < 2``)."""
-    if n < 2:
-        return None
-    order = np.random.default_rng(seed).permutation(n)
-    perm = np.empty(n, dtype=np.int64)
-    perm[order] = np.roll(order, -1)
-    return perm
-
-
-def shuffled_painter(load_image: Callable[[int], np.ndarray], perm: np.ndarray) -> Painter:
-    """Give chip ``i`` the real image of chip ``perm[i]``."""
-
-    def paint(masks: np.ndarray, indices: Sequence[int]) -> np.ndarray:
-        return np.stack([load_image(int(perm[i])) for i in indices])
-
-    return paint
-
-
-# -- measuring -----------------------------------------------------------------------------------
-
-
-class _Scores:
-    """The accumulators of one painter (or of the real images)."""
-
-    def __init__(self, num_classes: int, bands: int, bins: int, seg: bool):
-        self.hist = metrics.SpectralHistograms(num_classes, bands, bins)
-        self.texture = metrics.TextureStats(num_classes)
-        self.confusion = ConfusionMatrix(num_classes) if seg else None
-        self.features: list[np.ndarray] = []
-
-    def add(self, images: np.ndarray, masks: np.ndarray) -> None:
-        for image, mask in zip(images, masks, strict=True):
-            self.hist.add(image, mask)
-            self.texture.add(image, mask)
 
 
 def _json(value):
@@ -169,52 +108,7 @@ def _json(value):
     return value
 
 
-def _row_mean(values: np.ndarray) -> np.ndarray:
-    """Mean over the last axis of the finite values; NaN for rows with none."""
-    ok = np.isfinite(values)
-    total = np.where(ok, values, 0.0).sum(axis=-1)
-    count = ok.sum(axis=-1)
-    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
-def _class_means(dataset, num_classes: int, bands: int, progress: bool) -> np.ndarray:
-    """Mean normalised spectrum per class ``(K, C)`` over a dataset's chips (0 if never seen)."""
-    from tqdm.auto import tqdm
-
-    total = np.zeros((num_classes, bands), dtype=np.float64)
-    count = np.zeros(num_classes, dtype=np.int64)
-    for i in tqdm(range(len(dataset)), desc="class means", disable=not progress, leave=False):
-        item = dataset[i]
-        mask = item["mask"].numpy()
-        image = item["image"].numpy()
-        valid = mask < num_classes
-        cls = mask[valid]
-        for b in range(bands):
-            total[:, b] += np.bincount(cls, weights=image[b][valid], minlength=num_classes)
-        count += np.bincount(cls, minlength=num_classes)
-    return (total / np.maximum(count, 1)[:, None]).astype(np.float32)
-
-
-def _check_compatible(ckpt: dict[str, Any], scheme: ClassScheme, bands: Sequence[BandStats],
-                      checkpoint: Path, chips: Path) -> None:
-    ck_scheme = ClassScheme.from_dict(ckpt["scheme"])
-    if not ck_scheme.same_classes(scheme):
-        raise GeospadeError(
-            f"checkpoint {checkpoint} was trained on scheme {ck_scheme.name!r} (values "
-            f"{ck_scheme.values}) but chip store {chips} uses {scheme.name!r} "
-            f"(values {scheme.values})"
-        )
-    ck_bands = [BandStats.from_dict(b) for b in ckpt["bands"]]
-    if [b.name for b in ck_bands] != [b.name for b in bands]:
-        raise GeospadeError(
-            f"checkpoint {checkpoint} has bands {[b.name for b in ck_bands]} but chip store "
-            f"{chips} has {[b.name for b in bands]}"
-        )
-    if ck_bands[0].dtype != bands[0].dtype:
-        raise GeospadeError(
-            f"checkpoint {checkpoint} makes {ck_bands[0].dtype} imagery but chip store {chips} "
-            f"holds {bands[0].dtype}"
-        )
+# -- evaluating a checkpoint ---------------------------------------------------------------------
 
 
 def evaluate(
@@ -245,8 +139,9 @@ def evaluate(
         inception_weights: a local Inception v3 weight file for FID (default: look in the torch
             hub cache; FID is skipped, and the report says so, when there is none).
         batch_size: chips per generator call.
-        device: ``cpu``, ``cuda``, … (default: CUDA when available).
-        seed: seed of the derangement and of any generator noise.
+        device: ``cpu``, ``cuda``, … (default: CUDA when available). The generator runs there as
+            ``synthesize`` runs it (bf16 where the device has native bf16).
+        seed: seed of the derangement and of a VAE generator's style code (as ``synthesize``'s).
         overwrite: replace existing output files.
         quiet: no progress bars.
 
@@ -281,23 +176,59 @@ def _check_outputs(out: Path | None, fig_path: Path | None, overwrite: bool, inp
         prepare_output(fig_path, overwrite, inputs, kind=PNG)
 
 
+def _figure_path(out: Path | None, figure) -> Path | None:
+    if figure is True:
+        return out.with_suffix(".png") if out is not None else None
+    if figure in (None, False):
+        return None
+    return Path(figure)
+
+
+def _check_compatible(ckpt: dict[str, Any], scheme: ClassScheme, bands: Sequence[BandStats],
+                      checkpoint: Path, chips: Path) -> None:
+    ck_scheme = ClassScheme.from_dict(ckpt["scheme"])
+    if not ck_scheme.same_classes(scheme):
+        raise GeospadeError(
+            f"checkpoint {checkpoint} was trained on scheme {ck_scheme.name!r} (values "
+            f"{ck_scheme.values}) but chip store {chips} uses {scheme.name!r} "
+            f"(values {scheme.values})"
+        )
+    ck_bands = [BandStats.from_dict(b) for b in ckpt["bands"]]
+    if [b.name for b in ck_bands] != [b.name for b in bands]:
+        raise GeospadeError(
+            f"checkpoint {checkpoint} has bands {[b.name for b in ck_bands]} but chip store "
+            f"{chips} has {[b.name for b in bands]}"
+        )
+    if ck_bands[0].dtype != bands[0].dtype:
+        raise GeospadeError(
+            f"checkpoint {checkpoint} makes {ck_bands[0].dtype} imagery but chip store {chips} "
+            f"holds {bands[0].dtype}"
+        )
+
+
 def _evaluate(checkpoint: Path, chips: Path, split: str, out: Path | None,
               fig_path: Path | None, segmenter, inception_weights, batch_size: int, device,
               seed: int, quiet: bool) -> dict[str, Any]:
     from geospade.data.chips import ChipDataset, open_chip_store
     from geospade.formats.checkpoint import load_checkpoint
+    from geospade.synthesis.model import load_synthesis_model
 
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint)
     store = open_chip_store(chips)
     _check_compatible(ckpt, store.scheme, store.bands, checkpoint, chips)
-    painter = generator_painter(ckpt, store.bands, dev, seed=seed, path=checkpoint)
+    step = ckpt.get("step")
+    del ckpt  # the loader below reads the file again: never hold both copies
+    # The generator as synthesize runs it (precision and layout "auto", its style code), so the
+    # report measures the imagery synthesize writes, not an fp32 copy of the model.
+    model = load_synthesis_model(checkpoint, dev, amp="auto", seed=seed)
     report = evaluate_painter(
-        painter, chips, split, segmenter=segmenter, inception_weights=inception_weights,
-        batch_size=batch_size, device=dev, seed=seed, quiet=quiet, dataset_cls=ChipDataset,
+        synthesis_painter(model, store.bands), chips, split, segmenter=segmenter,
+        inception_weights=inception_weights, batch_size=batch_size, device=dev, seed=seed,
+        quiet=quiet, dataset_cls=ChipDataset,
     )
     report["checkpoint"] = str(checkpoint)
-    report["step"] = ckpt.get("step")
+    report["step"] = step
     if out is not None:
         write_report(report, out)
     if fig_path is not None:
@@ -306,12 +237,7 @@ def _evaluate(checkpoint: Path, chips: Path, split: str, out: Path | None,
     return report
 
 
-def _figure_path(out: Path | None, figure) -> Path | None:
-    if figure is True:
-        return out.with_suffix(".png") if out is not None else None
-    if figure in (None, False):
-        return None
-    return Path(figure)
+# -- evaluating any painter ----------------------------------------------------------------------
 
 
 def evaluate_painter(
@@ -330,173 +256,134 @@ def evaluate_painter(
     """Measure any painter (masks -> normalised images) like :func:`evaluate` measures a model.
 
     ``painter`` is reported as the ``model`` method; the baselines are computed alongside. This is
-    what :func:`evaluate` runs once it has built the generator; tests and custom generators call
+    what :func:`evaluate` runs once it has loaded the generator; tests and custom generators call
     it directly.
 
+    Args:
+        painter: see :data:`~geospade.evaluation.painters.Painter`.
+        chips, split, segmenter, inception_weights, batch_size, device, seed, quiet: as for
+            :func:`evaluate`.
+        dataset_cls: the dataset class chips are read with (default
+            :class:`geospade.data.chips.ChipDataset`).
+
     Returns:
-        The report dict (without ``checkpoint``/``step``).
+        The report dict (without ``checkpoint``/``step``), with the figure's chips under
+        ``_samples``.
     """
-    from tqdm.auto import tqdm
-
     check_seed(seed)
-    if dataset_cls is None:
-        from geospade.data.chips import ChipDataset as dataset_cls
-
     chips = Path(chips)
     dev = resolve_device(device)
     show = progress_enabled(quiet)
-    data = dataset_cls(chips, split)
-    store = data.store
-    scheme, bands = store.scheme, store.bands
-    k, c = scheme.num_classes, len(bands)
-    if split != "train":
-        train = dataset_cls(chips, "train")
-    else:
-        train = data
-    notes: list[str] = []
+    source = SplitSource(chips, split, dataset_cls)
+    seg_net, seg_info, seg_note = _segmenter(source, segmenter, dev, show)
+    inception, rgb, fid_note = _inception(source.bands, inception_weights, dev)
+    painters, shuffle_note = _painters(painter, source, seed, show)
+    notes = [note for note in (seg_note, fid_note, shuffle_note) if note is not None]
+    found = measure(source, painters, Judges(dev, seg_net, inception, rgb), batch_size, show)
+    report = _json(_report(source, found, seg_info, inception is not None, fid_note, notes))
+    report["_samples"] = found.samples.as_dict()  # numpy arrays for the figure; never in JSON
+    return report
 
-    # Segmentation consistency: a U-Net trained on real train chips (cached per chip store, or
-    # in the user's cache folder when the store is read-only).
-    seg_net, seg_info = None, None
-    if segmenter is not None:
-        seg_net, path = load_cached_segmenter(chips, segmenter, dev)
-        cached = seg_net is not None
-        if seg_net is None:
-            def load(i: int) -> tuple[np.ndarray, np.ndarray]:
-                item = train[i]
-                return item["image"].numpy(), item["mask"].numpy().astype(np.uint8)
 
-            seg_net = train_segmenter(load, len(train), c, k, segmenter, dev, progress=show)
-            path = cache_segmenter(chips, seg_net, segmenter, c, k)
-        if path is None:
-            notes.append(f"segmenter not cached: neither chip store {chips} nor "
-                         f"{user_cache_dir()} can be written, so it is retrained every time")
-        elif path != cache_path(chips, segmenter):
-            notes.append(f"segmenter cached in {path}, not in chip store {chips}, which cannot "
-                         "be written")
-        seg_info = {"settings": asdict(segmenter), "cache": None if path is None else str(path),
-                    "cached": cached}
+def _segmenter(source: SplitSource, settings: SegmenterSettings | None, device: torch.device,
+               progress: bool) -> tuple[torch.nn.Module | None, dict[str, Any] | None, str | None]:
+    """The segmentation-consistency U-Net, trained on real train chips (cached per chip store,
+    or in the user's cache folder when the store is read-only).
 
-    # FID only with local Inception weights.
-    weights = metrics.find_inception_weights(inception_weights)
+    Returns:
+        The network, the report's ``segmenter`` entry and a note on where it is cached (all
+        None without ``settings``; the note None when cached in the store).
+    """
+    if settings is None:
+        return None, None, None
+    chips = source.chips
+    net, path = load_cached_segmenter(chips, settings, device)
+    cached = net is not None
+    if net is None:
+        c, k = len(source.bands), source.num_classes
+        net = train_segmenter(source.train_chip, len(source.train), c, k, settings, device,
+                              progress=progress)
+        path = cache_segmenter(chips, net, settings, c, k)
+    note = None
+    if path is None:
+        note = (f"segmenter not cached: neither chip store {chips} nor {user_cache_dir()} can be "
+                "written, so it is retrained every time")
+    elif path != cache_path(chips, settings):
+        note = f"segmenter cached in {path}, not in chip store {chips}, which cannot be written"
+    info = {"settings": asdict(settings), "cache": None if path is None else str(path),
+            "cached": cached}
+    return net, info, note
+
+
+def _inception(bands: Sequence[BandStats], weights: str | Path | None, device: torch.device
+               ) -> tuple[torch.nn.Module | None, list[int] | None, str]:
+    """Inception v3 for FID, only with local weights and at least 3 bands.
+
+    Returns:
+        The network (None: no FID), the bands it sees, and the report's FID note.
+    """
+    found = metrics.find_inception_weights(weights)
     rgb = metrics.rgb_band_indices([b.name for b in bands])
-    inception = None
-    if weights is None:
-        fid_note = ("FID skipped: no Inception v3 weights on this machine (pass inception_weights "
-                    "or set GEOSPADE_INCEPTION_WEIGHTS; geospade never downloads them)")
-    elif rgb is None:
-        fid_note = "FID skipped: it needs at least 3 bands"
-    else:
-        inception = metrics.load_inception(weights, str(dev))
-        fid_note = f"FID on bands {[bands[i].name for i in rgb]} with Inception weights {weights}"
-    notes.append(fid_note)
+    if found is None:
+        return None, rgb, ("FID skipped: no Inception v3 weights on this machine (pass "
+                           "inception_weights or set GEOSPADE_INCEPTION_WEIGHTS; geospade never "
+                           "downloads them)")
+    if rgb is None:
+        return None, rgb, "FID skipped: it needs at least 3 bands"
+    inception = metrics.load_inception(found, str(device))
+    names = [bands[i].name for i in rgb]
+    return inception, rgb, f"FID on bands {names} with Inception weights {found}"
 
-    means = _class_means(train, k, c, show)
-    perm = derangement(len(data), seed)
-    painters: dict[str, Painter] = {"model": painter, "class_mean": class_mean_painter(means)}
+
+def _painters(model: Painter, source: SplitSource, seed: int, progress: bool
+              ) -> tuple[dict[str, Painter], str | None]:
+    """The model and the baselines, in report order, and a note when a baseline is skipped."""
+    means = source.class_means(progress)
+    painters = {"model": model, "class_mean": class_mean_painter(means)}
+    perm = derangement(len(source), seed)
     if perm is None:
-        notes.append("shuffled_real baseline skipped: the split has a single chip")
-    else:
-        painters["shuffled_real"] = shuffled_painter(lambda i: data[i]["image"].numpy(), perm)
+        return painters, "shuffled_real baseline skipped: the split has a single chip"
+    painters["shuffled_real"] = shuffled_painter(source.image, perm)
+    return painters, None
 
-    bins = metrics.bins_for_dtype(bands[0].dtype)
-    real = _Scores(k, c, bins, seg_net is not None)
-    scores = {name: _Scores(k, c, bins, seg_net is not None) for name in painters}
-    samples: dict[str, list[np.ndarray]] = {"mask": [], "real": [], "model": [], "ids": []}
 
-    n = len(data)
-    for start in tqdm(range(0, n, batch_size), desc="evaluate", disable=not show, leave=False):
-        indices = list(range(start, min(start + batch_size, n)))
-        items = [data[i] for i in indices]
-        masks = np.stack([it["mask"].numpy() for it in items]).astype(np.uint8)
-        images = np.stack([it["image"].numpy() for it in items])
-        outputs = {"real": images}
-        outputs.update({name: p(masks, indices) for name, p in painters.items()})
-        for name, imgs in outputs.items():
-            acc = real if name == "real" else scores[name]
-            acc.add(imgs, masks)
-            if acc.confusion is not None:
-                acc.confusion.add(masks, predict(seg_net, imgs, dev))
-            if inception is not None:
-                acc.features.append(metrics.inception_features(inception, imgs[:, rgb], str(dev)))
-        for j, it in enumerate(items):
-            if len(samples["mask"]) < FIGURE_SAMPLES:
-                samples["mask"].append(masks[j])
-                samples["real"].append(images[j])
-                samples["model"].append(outputs["model"][j])
-                samples["ids"].append(it["id"])
-
+def _report(source: SplitSource, found: Measurements, seg_info: dict[str, Any] | None,
+            fid_available: bool, fid_note: str, notes: list[str]) -> dict[str, Any]:
+    """The report's content (numpy values; :func:`_json` makes it JSON)."""
+    scheme, bands, real = source.scheme, source.bands, found.real
     span = np.array([(b.high - b.low) / 2.0 for b in bands])
-    real_tex = real.texture.mean()
-    real_miou = real.confusion.miou() if real.confusion is not None else float("nan")
-    methods: dict[str, Any] = {}
-    for name, acc in scores.items():
-        w = acc.hist.distance(real.hist)  # (K, C) normalised
-        w_src = w * span[None, :]
-        tex = acc.texture.ratio(real.texture)
-        per_class = _row_mean(w)
-        entry: dict[str, Any] = {
-            "wasserstein": {
-                "per_class": w, "per_class_source": w_src, "per_class_mean": per_class,
-                "mean": metrics.nanmean(per_class),
-                "mean_source": metrics.nanmean(_row_mean(w_src)),
-            },
-            "texture": {
-                "per_class_gradient": acc.texture.mean(), "per_class_ratio": tex,
-                "mean_ratio": metrics.nanmean(tex),
-            },
-        }
-        if acc.confusion is not None:
-            miou = acc.confusion.miou()
-            entry["segmentation"] = {
-                "miou": miou, "per_class_iou": acc.confusion.iou(),
-                "ratio": miou / real_miou if real_miou > 0 else float("nan"),
-            }
-        if inception is not None:
-            feats = np.concatenate(acc.features)
-            entry["fid"] = (metrics.frechet_distance(np.concatenate(real.features), feats)
-                            if len(feats) >= 2 else None)
-        methods[name] = entry
-
-    report = {
+    methods = {name: method_entry(scores, real, span, fid_available)
+               for name, scores in found.methods.items()}
+    return {
         "format": REPORT_FORMAT,
         "format_version": REPORT_VERSION,
         "geospade_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "chips": str(chips),
-        "split": split,
-        "num_chips": n,
+        "chips": str(source.chips),
+        "split": source.split,
+        "num_chips": len(source),
         "scheme": scheme.name,
         "classes": scheme.names,
         "colors": ["#{:02x}{:02x}{:02x}".format(*cls.color) for cls in scheme.classes],
         "bands": [b.name for b in bands],
         "dtype": bands[0].dtype,
         "class_pixels": real.hist.pixels(),
-        "histogram_bins": bins,
+        "histogram_bins": found.bins,
         "real": {
-            "texture": {"per_class_gradient": real_tex},
+            "texture": {"per_class_gradient": real.texture.mean()},
             "segmentation": (
-                {"miou": real_miou, "per_class_iou": real.confusion.iou()}
+                {"miou": real_miou(real), "per_class_iou": real.confusion.iou()}
                 if real.confusion is not None else None
             ),
         },
         "methods": methods,
         "segmenter": seg_info,
-        "fid": {"available": inception is not None, "note": fid_note},
+        "fid": {"available": fid_available, "note": fid_note},
         "notes": notes,
     }
-    report = _json(report)
-    report["_samples"] = samples  # numpy arrays for the figure; never written to JSON
-    return report
 
 
 # -- outputs -------------------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        write(tmp)
 
 
 def write_report(report: dict[str, Any], path: str | Path) -> Path:
@@ -505,128 +392,13 @@ def write_report(report: dict[str, Any], path: str | Path) -> Path:
     public = {k: v for k, v in report.items() if not k.startswith("_")}
     # _json already turned NaN/inf into None; allow_nan=False keeps it strict JSON regardless.
     text = json.dumps(_json(public), indent=2, allow_nan=False)
-    _atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
-    return path
-
-
-def _fmt(v, digits: int = 3) -> str:
-    if v is None:
-        return "n/a"
-    return f"{v:.{digits}f}"
-
-
-def headline(report: dict[str, Any], method: str = "model") -> dict[str, float | None]:
-    """The few numbers that summarise a method: mean W1, texture ratio, mIoU ratio, FID."""
-    m = report["methods"].get(method)
-    if m is None:
-        return {}
-    return {
-        "wasserstein": m["wasserstein"]["mean"],
-        "wasserstein_source": m["wasserstein"]["mean_source"],
-        "texture_ratio": m["texture"]["mean_ratio"],
-        "miou_ratio": (m.get("segmentation") or {}).get("ratio"),
-        "fid": m.get("fid"),
-    }
-
-
-def format_summary(report: dict[str, Any]) -> str:
-    """A plain-text table of the report: headline numbers per method, then per class."""
-    methods = [m for m in METHODS if m in report["methods"]]
-    lines = [
-        f"evaluation of {report.get('checkpoint', 'a generator')} on {report['chips']} "
-        f"({report['split']} split, {report['num_chips']} chips)",
-        "",
-    ]
-    head = f"{'metric':<28}" + "".join(f"{METHOD_LABELS[m]:>15}" for m in methods)
-    lines += [head, "-" * len(head)]
-    rows = [
-        ("spectral W1 (normalised)", "wasserstein", 4),
-        (f"spectral W1 ({report['dtype']} units)", "wasserstein_source", 2),
-        ("texture ratio (1 = real)", "texture_ratio", 3),
-        ("seg. mIoU ratio (1 = real)", "miou_ratio", 3),
-    ]
-    if report["fid"]["available"]:
-        rows.append(("FID", "fid", 2))
-    heads = {m: headline(report, m) for m in methods}
-    for label, key, digits in rows:
-        cells = "".join(f"{_fmt(heads[m][key], digits):>15}" for m in methods)
-        lines.append(f"{label:<28}{cells}")
-    seg = report["real"]["segmentation"]
-    if seg is not None:
-        lines.append(f"segmenter mIoU on real {report['split']} images: {_fmt(seg['miou'])}")
-    if not report["fid"]["available"]:
-        lines.append(report["fid"]["note"])
-    lines += ["", "per class (W1 normalised / texture ratio):"]
-    head = f"{'class':<24}{'pixels':>10}" + "".join(f"{METHOD_LABELS[m]:>22}" for m in methods)
-    lines += [head, "-" * len(head)]
-    for i, name in enumerate(report["classes"]):
-        px = report["class_pixels"][i]
-        if not px:
-            continue
-        cells = ""
-        for m in methods:
-            w = report["methods"][m]["wasserstein"]["per_class_mean"][i]
-            t = report["methods"][m]["texture"]["per_class_ratio"][i]
-            cells += f"{_fmt(w, 4) + ' / ' + _fmt(t, 2):>22}"
-        lines.append(f"{name[:23]:<24}{px:>10}" + cells)
-    return "\n".join(lines)
-
-
-def _display(image: np.ndarray, bands: Sequence[str]) -> np.ndarray:
-    """A normalised image ``(C, H, W)`` as an RGB (or grey) array in 0..1 for plotting."""
-    rgb = metrics.rgb_band_indices(bands)
-    img = image[rgb] if rgb is not None else image[:1].repeat(3, axis=0)
-    return np.clip((np.moveaxis(img, 0, -1) + 1.0) / 2.0, 0.0, 1.0)
-
-
-def write_figure(report: dict[str, Any], path: str | Path) -> Path:
-    """A PNG: per-class W1 and texture bars for each method, and mask | real | generated samples."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    samples = report.get("_samples") or {"mask": []}
-    methods = [m for m in METHODS if m in report["methods"]]
-    present = [i for i, px in enumerate(report["class_pixels"]) if px]
-    names = [report["classes"][i] for i in present]
-    nrows = 1 + len(samples["mask"])
-    fig = plt.figure(figsize=(10, 3.6 + 2.6 * len(samples["mask"])))
-    grid = fig.add_gridspec(nrows, 6, height_ratios=[1.2] + [1.0] * (nrows - 1))
-    x = np.arange(len(present))
-    width = 0.8 / max(len(methods), 1)
-    for col, (key, sub, title) in enumerate([
-        ("wasserstein", "per_class_mean", "spectral W1 (normalised, lower is better)"),
-        ("texture", "per_class_ratio", "texture ratio (1 = real)"),
-    ]):
-        ax = fig.add_subplot(grid[0, col * 3 : col * 3 + 3])
-        for j, m in enumerate(methods):
-            vals = [report["methods"][m][key][sub][i] for i in present]
-            vals = [np.nan if v is None else v for v in vals]
-            ax.bar(x + (j - (len(methods) - 1) / 2) * width, vals, width, label=METHOD_LABELS[m])
-        if key == "texture":
-            ax.axhline(1.0, color="k", lw=0.8, ls="--")
-        ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7)
-    palette = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in report["colors"]])
-    table = np.full((256, 3), 255, dtype=np.uint8)  # ignore/nodata shows white
-    table[: len(palette)] = palette
-    for r, mask in enumerate(samples["mask"]):
-        panels = [("mask", table[mask]), ("real", _display(samples["real"][r], report["bands"])),
-                  ("generated", _display(samples["model"][r], report["bands"]))]
-        for col, (title, img) in enumerate(panels):
-            ax = fig.add_subplot(grid[r + 1, col * 2 : col * 2 + 2])
-            ax.imshow(img, interpolation="nearest")
-            ax.set_title(f"{title} ({samples['ids'][r]})" if col == 0 else title, fontsize=8)
-            ax.axis("off")
-    fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
-    plt.close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text + "\n")
     return path
 
 
 __all__ = [
-    "evaluate", "evaluate_painter", "format_summary", "headline", "write_figure", "write_report",
+    "FIGURE_SAMPLES", "METHODS", "METHOD_LABELS", "REPORT_FORMAT", "REPORT_VERSION", "evaluate",
+    "evaluate_painter", "format_summary", "headline", "write_figure", "write_report",
 ]

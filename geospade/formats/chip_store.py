@@ -1,7 +1,11 @@
-"""The chip store of DESIGN.md: writing its image and mask chips, ``index.gpkg`` and
-``manifest.json``, and reading the manifest back (:func:`open_chip_store`).
+"""The chip store (docs/design.md, "Chip store"): the one module that knows its layout.
 
-Layout (format version 1, see ``docs/design.md``)::
+It writes the image and mask chips (:class:`ChipWriter`), ``index.gpkg`` (:func:`write_index`)
+and ``manifest.json`` (:func:`write_manifest`), and reads them back: :func:`open_chip_store`
+validates the manifest into a :class:`ChipStore`, :func:`read_index` lists the chips,
+:func:`manifest_sha256` is the store's identity. Everyone else calls these.
+
+Layout (format version 1)::
 
     OUT/images/<id>.tif   imagery chip, source dtype and band descriptions, CRS + window transform
     OUT/masks/<id>.tif    uint8 class indices, 255 = ignore, the scheme's colour table
@@ -11,10 +15,11 @@ Layout (format version 1, see ``docs/design.md``)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,8 @@ INDEX = "index.gpkg"
 INDEX_LAYER = "chips"
 IMAGES = "images"
 MASKS = "masks"
+SPLITS = ("train", "val", "test")
+"""The splits a chip belongs to, in the order of the manifest's ``counts``."""
 
 # Chip compression. Writing a chip is dominated by per-file costs, not by pixels: creating a
 # GeoTIFF through GDAL costs about 1-2 ms (half of it encoding the CRS as GeoKeys), about as much
@@ -266,19 +273,47 @@ def write_manifest(path: Path, manifest: dict) -> None:
 
 # -- reading the manifest ----------------------------------------------------------------------
 
+
+def manifest_sha256(root: str | Path) -> str:
+    """A chip store's identity: the SHA-256 (hex) of its ``manifest.json`` bytes.
+
+    ``geospade tile`` writes the manifest once, last, with its creation time: a copy of a store
+    has the same identity, the same area tiled again another. Training records it in the
+    checkpoint (``chips_manifest_sha256``) so that ``--resume`` notices another store.
+
+    Args:
+        root: the store's folder.
+
+    Returns:
+        64 hex digits.
+
+    Raises:
+        GeospadeError: the store has no readable ``manifest.json``.
+    """
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise GeospadeError(f"{root} is not a complete chip store (no {MANIFEST})")
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise GeospadeError(f"cannot read {path} ({exc.strerror or exc})") from None
+
 _MANIFEST_KEYS = ("scheme", "bands", "chip_size")
 
 
 @dataclass(frozen=True)
 class ChipStore:
-    """What a chip store's manifest says, validated.
+    """A chip store with its manifest read and validated (docs/design.md, "Chip store").
 
     Args:
         root: the store's folder.
-        manifest: the parsed ``manifest.json``.
+        manifest: the parsed ``manifest.json``, for the keys that have no field here
+            (``sources``, ``options``, ``dropped``, …).
         scheme: its class scheme.
         bands: its bands with their normalisation stats.
         chip_size: chip width and height in pixels.
+        stride: pixels between neighbouring chips (None: not recorded).
+        counts: chips per split (only the splits the manifest lists).
     """
 
     root: Path
@@ -286,14 +321,53 @@ class ChipStore:
     scheme: ClassScheme
     bands: tuple[BandStats, ...]
     chip_size: int
+    stride: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
         return self.scheme.num_classes
 
 
+def is_chip_store(path: str | Path) -> bool:
+    """Whether ``path`` is a folder whose manifest says it is a chip store (of any version).
+
+    Recognises a store without validating it (:func:`open_chip_store` does that): enough to
+    tell a store an output may replace from a folder it may not.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+
+
+def read_counts(root: str | Path) -> dict[str, Any] | None:
+    """The manifest's ``counts`` (chips per split) as written, or None when the manifest is
+    missing, unreadable or has none; no other key is checked.
+
+    A quick look after tiling (``geospade run`` checks the split it evaluates got chips);
+    :func:`open_chip_store` validates the whole manifest.
+    """
+    try:
+        manifest = json.loads((Path(root) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    counts = manifest.get("counts") if isinstance(manifest, dict) else None
+    return counts if isinstance(counts, dict) else None
+
+
 def open_chip_store(root: str | Path) -> ChipStore:
     """Read and validate a chip store's manifest.
+
+    Args:
+        root: the store's folder.
+
+    Returns:
+        The :class:`ChipStore`.
 
     Raises:
         GeospadeError: the folder or its manifest is missing (an incomplete store: the manifest is
@@ -306,7 +380,7 @@ def open_chip_store(root: str | Path) -> ChipStore:
     if not path.is_file():
         raise GeospadeError(
             f"{root} is not a complete chip store "
-            "(no manifest.json; was `geospade tile` interrupted?)"
+            f"(no {MANIFEST}; was `geospade tile` interrupted?)"
         )
     try:
         manifest = json.loads(path.read_text())
@@ -316,27 +390,69 @@ def open_chip_store(root: str | Path) -> ChipStore:
                         _MANIFEST_KEYS)
     # A hand-edited manifest fails here, in words, rather than as a KeyError in a later stage.
     scheme = ClassScheme.from_dict(manifest["scheme"], origin=str(path))
-    try:
-        if not isinstance(manifest["bands"], list) or not all(
-                isinstance(b, dict) for b in manifest["bands"]):
-            raise GeospadeError(f"'bands' must be a list of band objects, not "
-                                f"{_json_type(manifest['bands'])}")
-        bands = tuple(BandStats.from_dict(b) for b in manifest["bands"])
-    except GeospadeError as exc:
-        raise GeospadeError(f"{path}: {exc}") from None
-    if not bands:
-        raise GeospadeError(f"{path} lists no imagery bands")
+    bands = _bands(manifest["bands"], path)
     chip_size = manifest["chip_size"]
     if not _count(chip_size) or chip_size <= 0:
         raise GeospadeError(f"{path} has an invalid chip_size {chip_size!r}")
-    if "stride" in manifest and not (_count(manifest["stride"]) and manifest["stride"] > 0):
-        raise GeospadeError(f"{path} has an invalid stride {manifest['stride']!r}")
+    stride = manifest.get("stride")
+    if "stride" in manifest and not (_count(stride) and stride > 0):
+        raise GeospadeError(f"{path} has an invalid stride {stride!r}")
     counts = manifest.get("counts", {})
     if not isinstance(counts, dict) or not all(
             isinstance(k, str) and _count(n) for k, n in counts.items()):
         raise GeospadeError(f"{path}: 'counts' must map each split to its number of chips, "
                             f"not {_json_type(counts)} {json.dumps(counts)[:40]}")
-    return ChipStore(root, manifest, scheme, bands, chip_size)
+    return ChipStore(root, manifest, scheme, bands, chip_size, stride, dict(counts))
+
+
+def _bands(value: Any, path: Path) -> tuple[BandStats, ...]:
+    """The manifest's ``bands``, checked: a non-empty list of band objects."""
+    try:
+        if not isinstance(value, list) or not all(isinstance(b, dict) for b in value):
+            raise GeospadeError(f"'bands' must be a list of band objects, not "
+                                f"{_json_type(value)}")
+        bands = tuple(BandStats.from_dict(b) for b in value)
+    except GeospadeError as exc:
+        raise GeospadeError(f"{path}: {exc}") from None
+    if not bands:
+        raise GeospadeError(f"{path} lists no imagery bands")
+    return bands
+
+
+# -- reading the index -------------------------------------------------------------------------
+
+
+def read_index(root: str | Path) -> list[dict[str, str]]:
+    """The rows of the store's ``index.gpkg`` (id, split, image, mask; no geometry), in file
+    order.
+
+    Args:
+        root: the store's folder.
+
+    Returns:
+        One dict per chip; ``image`` and ``mask`` are paths relative to ``root``.
+
+    Raises:
+        GeospadeError: the index is missing or not readable.
+    """
+    import pyogrio
+
+    path = Path(root) / INDEX
+    if not path.is_file():
+        raise GeospadeError(f"{root} is not a complete chip store (no {INDEX})")
+    try:
+        table = pyogrio.read_dataframe(
+            path, layer=INDEX_LAYER, columns=["id", "split", "image", "mask"],
+            read_geometry=False,
+        )
+    except Exception as exc:  # noqa: BLE001 - pyogrio raises several types for a bad file
+        raise GeospadeError(
+            f"{path} is not a readable chip index ({' '.join(str(exc).split())})"
+        ) from None
+    return [
+        {"id": str(r.id), "split": str(r.split), "image": str(r.image), "mask": str(r.mask)}
+        for r in table.itertuples(index=False)
+    ]
 
 
 def _count(value: Any) -> bool:

@@ -16,6 +16,10 @@ over memory. ``geospade synthesize`` runs it on CPUs
 * **Post-ops.** oneDNN applies an elementwise step to a convolution's output while it is still
   in cache: the ReLU of SPADE's shared convolution, ``* x`` after G's convolution, ``+ x * G``
   after B's, the residual ``+`` after each block's last convolution and the final tanh.
+* **Noise** (generators with ``noise_dim > 0``): SPADE's shared convolution and the first one
+  see the noise channels beside the one-hot map, as in the generator. CLADE's noise term, a
+  1x1 convolution ``W z`` added to (gamma, beta), is rescaled like the table:
+  ``W_G = a * W_gamma`` and ``W_B = W_beta + b * W_gamma``.
 
 Measured on the 2-core AVX512-BF16 CPU of the benchmarks (ms per image, bench_train's configs):
 bf16 about 7-15 % faster than :func:`~geospade.models.inference_generator`'s eager form, fp32
@@ -39,6 +43,7 @@ from geospade.models.generator import (
     Generator,
     SPADEResBlock,
     check_generator_input,
+    generator_noise,
     inference_generator,
     run_blocks,
     style_input,
@@ -130,7 +135,7 @@ class FusedSPADE:
         n, _, h, wd = size
         hidden = [n, layer.hidden, h, wd]
         self.shared = PackedConv(layer.mlp_shared.weight, layer.mlp_shared.bias, dtype,
-                                 memory_format, [n, layer.num_classes, h, wd])
+                                 memory_format, [n, layer.mlp_shared.in_channels, h, wd])
         self.scale = PackedConv((w_gamma * a.view(-1, 1, 1, 1)).float(), (b_gamma * a).float(),
                                 dtype, memory_format, hidden)
         self.shift = PackedConv((w_beta + w_gamma * b.view(-1, 1, 1, 1)).float(),
@@ -142,7 +147,8 @@ class FusedSPADE:
 
 
 class FusedCLADE:
-    """One CLADE layer applied to the raw activations, its table rescaled by the statistics."""
+    """One CLADE layer applied to the raw activations, its table (and noise convolution)
+    rescaled by the statistics."""
 
     def __init__(self, layer: CLADE, stats: nn.Module | None, dtype: torch.dtype) -> None:
         c = layer.num_features
@@ -150,9 +156,17 @@ class FusedCLADE:
         table = layer.gamma_beta.weight.detach().double() + layer.gamma_offset.double()
         gamma_1, beta = table[:, :c], table[:, c:]
         self.table = torch.cat([gamma_1 * a, beta + gamma_1 * b], dim=1).to(dtype)
+        self.noise_weight = None
+        if layer.noise_dim:
+            w = layer.noise_gamma_beta.weight.detach().double()
+            w_gamma, w_beta = w[:c], w[c:]
+            self.noise_weight = torch.cat([w_gamma * a.view(-1, 1, 1, 1),
+                                           w_beta + w_gamma * b.view(-1, 1, 1, 1)]).to(dtype)
 
-    def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return class_modulate(x, labels, self.table)
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor,
+                 noise: torch.Tensor | None = None) -> torch.Tensor:
+        offset = None if noise is None else F.conv2d(noise, self.noise_weight)
+        return class_modulate(x, labels, self.table, offset)
 
 
 class FusedBlock:
@@ -184,20 +198,23 @@ class FusedBlock:
 
     def __call__(self, x: torch.Tensor, maps: ClassMaps) -> torch.Tensor:
         size = (x.shape[-2], x.shape[-1])
-        cond = maps.onehot_at(size) if self.spade else maps.labels_at(size)
+        # SPADE: the one-hot map (and noise); CLADE: the labels (and the noise map, or None).
+        cond = ((maps.segmap_at(size),) if self.spade
+                else (maps.labels_at(size), maps.noise_at(size)))
         # Instance norm is computed here; batch norm is folded into the layers.
         x_hat = F.instance_norm(x) if self.instance else x
-        x_s = x if self.conv_s is None else self.conv_s(self.norm_s(x_hat, cond))
-        dx = self.conv_0(F.leaky_relu(self.norm_0(x_hat, cond), LEAKY_SLOPE))
+        x_s = x if self.conv_s is None else self.conv_s(self.norm_s(x_hat, *cond))
+        dx = self.conv_0(F.leaky_relu(self.norm_0(x_hat, *cond), LEAKY_SLOPE))
         if self.instance:
             dx = F.instance_norm(dx)
-        return self.conv_1.binary(F.leaky_relu(self.norm_1(dx, cond), LEAKY_SLOPE), x_s, "add")
+        return self.conv_1.binary(F.leaky_relu(self.norm_1(dx, *cond), LEAKY_SLOPE), x_s, "add")
 
 
 class FusedGenerator(nn.Module):
     """A generator for CPU inference with oneDNN-fused layers (build it with
     :func:`fused_generator`). Called like the :class:`~geospade.models.Generator` it was made
-    from: ``(labels, z=None) -> (N, bands, H, W)`` in [-1, 1], in its ``dtype``.
+    from: ``(labels, z=None, *, noise=None, rng=None) -> (N, bands, H, W)`` in [-1, 1], in its
+    ``dtype``.
 
     Its packed weights live outside the module's parameters: it cannot be moved to another
     device, trained or saved; checkpoints keep the generator it was made from.
@@ -210,6 +227,7 @@ class FusedGenerator(nn.Module):
         self.out_channels = generator.out_channels
         self.use_vae = generator.use_vae
         self.z_dim = generator.z_dim
+        self.noise_dim = generator.noise_dim
         self.crop_size = generator.crop_size
         self.stride = generator.stride
         self.first_channels = generator.first_channels
@@ -226,7 +244,7 @@ class FusedGenerator(nn.Module):
             self.fc = None
             self.first_conv = PackedConv(generator.fc.weight, generator.fc.bias, dtype,
                                          self.memory_format,
-                                         [batch_size, self.num_classes, side, side])
+                                         [batch_size, generator.fc.in_channels, side, side])
         self.blocks = []
         for up, block in zip(self.upsample_before, generator.blocks, strict=True):
             side = side * 2 if up else side
@@ -243,17 +261,20 @@ class FusedGenerator(nn.Module):
         """The source generator's constructor arguments."""
         return dict(self._config)
 
-    def forward(self, labels: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, labels: torch.Tensor, z: torch.Tensor | None = None, *,
+                noise: torch.Tensor | None = None, rng: torch.Generator | None = None
+                ) -> torch.Tensor:
         """Generate imagery for a class map (N, H, W); see :meth:`Generator.forward`."""
         n, size = check_generator_input(labels, self._config, self.stride)
+        noise = generator_noise(noise, rng, labels, self.noise_dim, torch.device("cpu"))
         maps = ClassMaps(labels, self.num_classes, memory_format=self.memory_format,
-                         dtype=self.dtype)
+                         dtype=self.dtype, noise=noise)
         # Autocast has nothing to do here: every layer already runs in self.dtype.
         with torch.autocast("cpu", enabled=False):
             if self.fc is not None:
                 x = style_input(self.fc, z, n, self.first_channels, size, self.memory_format)
             else:
-                x = self.first_conv(maps.onehot_at(size))
+                x = self.first_conv(maps.segmap_at(size))
             x = run_blocks(x, maps, self.blocks, self.upsample_before)
             return self.conv_img(F.leaky_relu(x, LEAKY_SLOPE), "tanh")
 

@@ -4,6 +4,11 @@ Architecture after Park et al. 2019 (https://arxiv.org/abs/1903.07291): a 3x3 co
 map downsampled by ``stride`` (or a linear layer on a VAE code z), then SPADE residual blocks with
 nearest upsampling between them, widths ``16, 16, 16, 8, 4, 2, 1 (, 1/2)`` x ``ngf``, and a 3x3 conv
 to the output bands with tanh.
+
+With ``noise_dim > 0`` (OASIS's 3D noise, Schönfeld et al. 2021, https://arxiv.org/abs/2012.04781)
+a noise map is appended to the one-hot class map wherever the generator reads it: the first conv
+and every SPADE/CLADE layer. By default each image gets one N(0, 1) vector repeated at every
+pixel, so one class map gives many images and tiles of one image share their noise.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from geospade.models.normalization import (
     ParamFreeNorm,
     _enum,
     check_labels,
+    check_noise,
     param_free_norm_layer,
 )
 
@@ -121,12 +127,13 @@ class SPADEResBlock(nn.Module):
         param_free_norm: "batch" or "instance".
         hidden: channels of SPADE's shared conv.
         spectral_norm: spectral norm on conv_0, conv_1 and conv_s.
+        noise_dim: noise channels beside the class map in every normalisation (0: none).
     """
 
     def __init__(self, in_channels: int, out_channels: int, num_classes: int,
                  norm: NormType | str = NormType.SPADE,
                  param_free_norm: ParamFreeNorm | str = ParamFreeNorm.BATCH,
-                 hidden: int = 128, spectral_norm: bool = True) -> None:
+                 hidden: int = 128, spectral_norm: bool = True, noise_dim: int = 0) -> None:
         super().__init__()
         self.norm_type = _enum(NormType, norm, "norm")
         self.learned_shortcut = in_channels != out_channels
@@ -139,11 +146,12 @@ class SPADEResBlock(nn.Module):
 
         def layer(channels: int) -> nn.Module:
             if self.norm_type is NormType.SPADE:
-                spade = SPADE(channels, num_classes, hidden, param_free_norm)
+                spade = SPADE(channels, num_classes, hidden, param_free_norm,
+                              noise_dim=noise_dim)
                 init_weights(spade.mlp_shared)
                 init_weights(spade.mlp_gamma_beta)
                 return spade
-            return CLADE(channels, num_classes, param_free_norm)
+            return CLADE(channels, num_classes, param_free_norm, noise_dim=noise_dim)
 
         self.norm_0 = layer(in_channels)
         self.norm_1 = layer(middle)
@@ -162,22 +170,23 @@ class SPADEResBlock(nn.Module):
             # One one-hot map per resolution for all layers (ClassMaps), not one resize each.
             # (Stacking the three shared convs into one conv is the same function but measured
             # 4x slower here: oneDNN handles a 7-channel input with 384 outputs badly.)
-            segmap = maps.onehot_at(size).to(x.dtype)
+            segmap = maps.segmap_at(size).to(x.dtype)
 
-            def cond(layer: SPADE) -> torch.Tensor:
-                return layer.hidden_features(segmap)
+            def modulate(layer: SPADE, h: torch.Tensor) -> torch.Tensor:
+                return layer.modulate(h, layer.hidden_features(segmap))
         else:
             labels = maps.labels_at(size)
+            noise = maps.noise_at(size)
 
-            def cond(layer: CLADE) -> torch.Tensor:
-                return labels
+            def modulate(layer: CLADE, h: torch.Tensor) -> torch.Tensor:
+                return layer.modulate(h, labels, noise)
         if self.learned_shortcut:
-            x_s = spectral_conv(self.conv_s, self.norm_s.modulate(x_hat, cond(self.norm_s)))
+            x_s = spectral_conv(self.conv_s, modulate(self.norm_s, x_hat))
         else:
             x_s = x
-        dx = spectral_conv(self.conv_0, _leaky(self.norm_0.modulate(x_hat, cond(self.norm_0))))
+        dx = spectral_conv(self.conv_0, _leaky(modulate(self.norm_0, x_hat)))
         dx = self.norm_1.normalize(dx)
-        dx = spectral_conv(self.conv_1, _leaky(self.norm_1.modulate(dx, cond(self.norm_1))))
+        dx = spectral_conv(self.conv_1, _leaky(modulate(self.norm_1, dx)))
         return x_s + dx
 
 
@@ -196,6 +205,8 @@ class Generator(nn.Module):
         z_dim: size of z.
         spectral_norm: spectral norm on the residual blocks' convs.
         hidden: channels of SPADE's shared conv.
+        noise_dim: channels of OASIS-style noise beside the class map (0: none, one class map
+            gives one image).
     """
 
     def __init__(self, num_classes: int, out_channels: int, ngf: int = 64,
@@ -203,7 +214,7 @@ class Generator(nn.Module):
                  crop_size: int = 256, norm: NormType | str = NormType.SPADE,
                  param_free_norm: ParamFreeNorm | str = ParamFreeNorm.BATCH,
                  use_vae: bool = False, z_dim: int = 256, spectral_norm: bool = True,
-                 hidden: int = 128) -> None:
+                 hidden: int = 128, noise_dim: int = 0) -> None:
         super().__init__()
         ups = _enum(UpsamplingLayers, num_upsampling_layers, "num_upsampling_layers")
         norm = _enum(NormType, norm, "norm")
@@ -214,6 +225,8 @@ class Generator(nn.Module):
             raise GeospadeError(f"out_channels must be at least 1, got {out_channels}")
         if ngf < 2 or hidden < 1 or z_dim < 1:
             raise GeospadeError("ngf must be at least 2; hidden and z_dim at least 1")
+        if isinstance(noise_dim, bool) or not isinstance(noise_dim, int) or noise_dim < 0:
+            raise GeospadeError(f"noise_dim must be an integer >= 0, got {noise_dim!r}")
         self.stride = ups.stride
         if crop_size <= 0 or crop_size % self.stride:
             problem = "must be a positive multiple of" if crop_size <= 0 else "is not a multiple of"
@@ -226,10 +239,13 @@ class Generator(nn.Module):
             "param_free_norm": pfn.value, "use_vae": bool(use_vae), "z_dim": int(z_dim),
             "spectral_norm": bool(spectral_norm), "hidden": int(hidden),
         }
+        if noise_dim:  # only when used: a checkpoint without noise stays readable by older versions
+            self._config["noise_dim"] = int(noise_dim)
         self.num_classes = num_classes
         self.out_channels = out_channels
         self.use_vae = use_vae
         self.z_dim = z_dim
+        self.noise_dim = noise_dim
         self.crop_size = crop_size
         self.first_channels = 16 * ngf
         # Feature maps channels-last (set by to_channels_last; also implied by channels-last
@@ -240,7 +256,7 @@ class Generator(nn.Module):
             side = crop_size // self.stride
             self.fc = init_weights(nn.Linear(z_dim, self.first_channels * side * side))
         else:
-            self.fc = conv2d(num_classes, self.first_channels, 3, padding=1)
+            self.fc = conv2d(num_classes + noise_dim, self.first_channels, 3, padding=1)
 
         # (in, out, upsample before the block)
         widths = [(16, 16, False), (16, 16, True), (16, 16, ups is not UpsamplingLayers.NORMAL),
@@ -250,7 +266,7 @@ class Generator(nn.Module):
             blocks.append((ngf, ngf // 2, True))
         self.upsample_before = [up for _, _, up in blocks]
         self.blocks = nn.ModuleList(
-            SPADEResBlock(i, o, num_classes, norm, pfn, hidden, spectral_norm)
+            SPADEResBlock(i, o, num_classes, norm, pfn, hidden, spectral_norm, noise_dim)
             for i, o, _ in blocks
         )
         self.conv_img = conv2d(blocks[-1][1], out_channels, 3, padding=1)
@@ -260,13 +276,19 @@ class Generator(nn.Module):
         """Constructor keyword arguments (plain JSON values): ``build_generator(g.config)``."""
         return dict(self._config)
 
-    def forward(self, labels: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, labels: torch.Tensor, z: torch.Tensor | None = None, *,
+                noise: torch.Tensor | None = None, rng: torch.Generator | None = None
+                ) -> torch.Tensor:
         """Generate imagery for a class map.
 
         Args:
             labels: class indices (N, H, W), integer, 255 = ignore; H and W multiples of
                 ``stride`` (equal to ``crop_size`` with ``use_vae``).
             z: (N, z_dim) code when ``use_vae``; None draws it from N(0, 1).
+            noise: with ``noise_dim > 0``: (N or 1, noise_dim) vectors, each repeated at every
+                pixel (see :func:`make_noise`), or an (N or 1, noise_dim, H, W) map; None draws
+                one N(0, 1) vector per image from ``rng`` (default: torch's global generator).
+            rng: the generator ``noise`` is drawn from when not given.
 
         Returns:
             (N, out_channels, H, W) in [-1, 1].
@@ -275,13 +297,65 @@ class Generator(nn.Module):
         weight = self.conv_img.weight
         fmt = (torch.channels_last if self.channels_last or is_channels_last(weight)
                else torch.contiguous_format)
-        maps = ClassMaps(labels, self.num_classes, memory_format=fmt, dtype=weight.dtype)
+        noise = generator_noise(noise, rng, labels, self.noise_dim, weight.device)
+        maps = ClassMaps(labels, self.num_classes, memory_format=fmt, dtype=weight.dtype,
+                         noise=noise)
         if self.use_vae:
             x = style_input(self.fc, z, n, self.first_channels, size, fmt)
         else:
-            x = self.fc(maps.onehot_at(size))
+            x = self.fc(maps.segmap_at(size))
         x = run_blocks(x, maps, self.blocks, self.upsample_before)
         return torch.tanh(self.conv_img(_leaky(x)))
+
+
+def make_noise(batch: int, noise_dim: int, seed: int | None = None,
+               rng: torch.Generator | None = None, device: torch.device | str | None = None
+               ) -> torch.Tensor:
+    """OASIS-style noise for :meth:`Generator.forward`: one N(0, 1) vector per image,
+    ``(batch, noise_dim)``, which the generator repeats at every pixel.
+
+    Drawn on the CPU (the same numbers on every device, e.g. for ``synthesize --seed``) from
+    ``torch.Generator().manual_seed(seed)``, or from ``rng``, or (neither given) from torch's
+    global generator; then moved to ``device``.
+
+    Args:
+        batch: images.
+        noise_dim: the generator's ``noise_dim``.
+        seed: seed of a fresh generator (same seed, same noise).
+        rng: a CPU generator to draw from instead (its state advances).
+        device: where the noise goes (default: the CPU).
+
+    Returns:
+        float32 tensor (batch, noise_dim).
+    """
+    if seed is not None and rng is not None:
+        raise GeospadeError("give a noise seed or a generator, not both")
+    if seed is not None:
+        rng = torch.Generator().manual_seed(int(seed))
+    noise = torch.randn(batch, noise_dim, generator=rng)
+    return noise if device is None else noise.to(device)
+
+
+def generator_noise(noise: torch.Tensor | None, rng: torch.Generator | None,
+                    labels: torch.Tensor, noise_dim: int, device: torch.device
+                    ) -> torch.Tensor | None:
+    """The noise a generator of ``noise_dim`` uses for ``labels`` (N, H, W): ``noise`` checked
+    and broadcast to the batch, or one vector per image drawn from ``rng`` (on ``rng``'s device;
+    without one, from torch's global generator on ``device``). None when ``noise_dim`` is 0.
+    """
+    n, height, width = labels.shape
+    if noise is None and noise_dim:
+        where = device if rng is None else rng.device
+        return torch.randn(n, noise_dim, generator=rng, device=where).to(device)
+    check_noise(noise, noise_dim)
+    if noise is None:
+        return None
+    if noise.dim() == 4 and tuple(noise.shape[-2:]) != (height, width):
+        raise GeospadeError(f"noise map is {noise.shape[-2]}x{noise.shape[-1]}, the class map "
+                            f"{height}x{width}")
+    if noise.shape[0] not in (1, n):
+        raise GeospadeError(f"noise has {noise.shape[0]} images, the class map {n}")
+    return noise.to(device).expand(n, *noise.shape[1:])
 
 
 def style_input(fc: nn.Linear, z: torch.Tensor | None, n: int, channels: int,
@@ -386,5 +460,5 @@ def build_generator(config: dict[str, Any]) -> Generator:
 
 
 __all__ = ["Generator", "SPADEResBlock", "UpsamplingLayers", "build_generator",
-           "check_generator_input", "conv2d",
+           "check_generator_input", "conv2d", "generator_noise", "make_noise",
            "inference_generator", "init_weights", "param_free_norm_layer"]

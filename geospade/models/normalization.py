@@ -12,6 +12,11 @@ them per pixel with ``x_hat * (1 + gamma) + beta``, where gamma and beta come fr
 
 Pixels whose class is the ignore index (255) have an all-zero one-hot vector: SPADE sees zeros
 there and CLADE uses a fixed zero row (gamma = beta = 0, plain normalisation).
+
+With ``noise_dim > 0`` both also see a noise map (OASIS's 3D noise, Schönfeld et al. 2021,
+https://arxiv.org/abs/2012.04781): SPADE concatenates it to the one-hot map before its shared
+conv; CLADE, whose lookup is a 1x1 conv on the one-hot map, adds a 1x1 conv of the noise to the
+looked-up gamma and beta, which is the same as a 1x1 conv on the concatenated map.
 """
 
 from __future__ import annotations
@@ -82,13 +87,20 @@ def class_rows(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.where((labels >= 0) & (labels < num_classes), labels, num_classes)
 
 
-def class_modulate(normalized: torch.Tensor, labels: torch.Tensor, table: torch.Tensor
-                   ) -> torch.Tensor:
+def class_modulate(normalized: torch.Tensor, labels: torch.Tensor, table: torch.Tensor,
+                   offset: torch.Tensor | None = None) -> torch.Tensor:
     """``normalized * table[c, :C] + table[c, C:]`` per pixel of class ``c`` (CLADE's
-    modulation; ``table`` is ``(num_classes + 1, 2C)``, its last row for the ignore index)."""
+    modulation; ``table`` is ``(num_classes + 1, 2C)``, its last row for the ignore index).
+
+    ``offset`` (N, 2C, h, w), when given, is added to the looked-up scale and shift (the noise
+    term of a CLADE layer with ``noise_dim > 0``).
+    """
     index = class_rows(labels, table.shape[0] - 1)
     # (N, h, w, 2C) viewed as (N, 2C, h, w): channels-last strides, no copy.
-    scale, shift = F.embedding(index, table).permute(0, 3, 1, 2).chunk(2, dim=1)
+    scale_shift = F.embedding(index, table).permute(0, 3, 1, 2)
+    if offset is not None:
+        scale_shift = scale_shift + offset
+    scale, shift = scale_shift.chunk(2, dim=1)
     return torch.addcmul(shift, normalized, scale)
 
 
@@ -114,17 +126,27 @@ class ClassMaps:
 
     The reference SPADE code resizes the one-hot map in every SPADE layer; a generator forward
     needs each resolution several times, so it is computed once and reused.
+
+    Args:
+        labels: class indices (N, H, W).
+        num_classes: classes (one-hot channels).
+        memory_format: layout of the one-hot maps.
+        dtype: dtype of the one-hot maps.
+        noise: None, per-image noise vectors (N, D) (the same at every pixel), or a noise map
+            (N, D, H, W) at the class map's size (resized with nearest, like the classes).
     """
 
     def __init__(self, labels: torch.Tensor, num_classes: int,
                  memory_format: torch.memory_format = torch.contiguous_format,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, noise: torch.Tensor | None = None) -> None:
         self.labels = labels
         self.num_classes = num_classes
         self.memory_format = memory_format
         self.dtype = dtype
+        self.noise = noise
         self._labels: dict[tuple[int, int], torch.Tensor] = {}
         self._onehot: dict[tuple[int, int], torch.Tensor] = {}
+        self._segmap: dict[tuple[int, int], torch.Tensor] = {}
 
     def labels_at(self, size: tuple[int, int]) -> torch.Tensor:
         """Class indices ``(N, h, w)`` at ``size`` (nearest)."""
@@ -140,6 +162,23 @@ class ClassMaps:
             onehot = one_hot(self.labels_at(size), self.num_classes, self.dtype)
             self._onehot[size] = onehot.contiguous(memory_format=self.memory_format)
         return self._onehot[size]
+
+    def noise_at(self, size: tuple[int, int]) -> torch.Tensor | None:
+        """The noise map ``(N, D, h, w)`` at ``size`` in ``dtype`` (None without noise)."""
+        if self.noise is None:
+            return None
+        return noise_map(self.noise, size, self.dtype)
+
+    def segmap_at(self, size: tuple[int, int]) -> torch.Tensor:
+        """What SPADE's convs see: the one-hot map at ``size`` with the noise channels appended
+        (the one-hot map itself without noise)."""
+        if self.noise is None:
+            return self.onehot_at(size)
+        size = (int(size[0]), int(size[1]))
+        if size not in self._segmap:
+            both = torch.cat([self.onehot_at(size), self.noise_at(size)], dim=1)
+            self._segmap[size] = both.contiguous(memory_format=self.memory_format)
+        return self._segmap[size]
 
 
 def param_free_norm_layer(kind: ParamFreeNorm | str, num_features: int) -> nn.Module:
@@ -169,18 +208,20 @@ class SPADE(nn.Module):
         param_free_norm: "batch" (default; frozen statistics at inference keep tiles seamless)
             or "instance".
         kernel_size: of the three convs.
+        noise_dim: noise channels appended to the one-hot map (0: none).
     """
 
     def __init__(self, num_features: int, num_classes: int, hidden: int = 128,
                  param_free_norm: ParamFreeNorm | str = ParamFreeNorm.BATCH,
-                 kernel_size: int = 3) -> None:
+                 kernel_size: int = 3, noise_dim: int = 0) -> None:
         super().__init__()
         self.num_features = num_features
         self.num_classes = num_classes
+        self.noise_dim = noise_dim
         self.hidden = hidden
         self.norm = param_free_norm_layer(param_free_norm, num_features)
         pad = kernel_size // 2
-        self.mlp_shared = nn.Conv2d(num_classes, hidden, kernel_size, padding=pad)
+        self.mlp_shared = nn.Conv2d(num_classes + noise_dim, hidden, kernel_size, padding=pad)
         # gamma = first num_features outputs, beta = the rest.
         self.mlp_gamma_beta = nn.Conv2d(hidden, 2 * num_features, kernel_size, padding=pad)
         # Not in the state dict: checkpoints keep the reference's parameters.
@@ -190,7 +231,8 @@ class SPADE(nn.Module):
         return self.norm(x)
 
     def hidden_features(self, segmap: torch.Tensor) -> torch.Tensor:
-        """``relu(mlp_shared(segmap))`` for a one-hot map already at the activation's size."""
+        """``relu(mlp_shared(segmap))`` for a one-hot map (with the noise channels appended when
+        ``noise_dim > 0``) already at the activation's size."""
         return F.relu(self.mlp_shared(segmap))
 
     def modulate(self, normalized: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
@@ -200,13 +242,16 @@ class SPADE(nn.Module):
         gamma_1, beta = conv._conv_forward(hidden, conv.weight, bias).chunk(2, dim=1)
         return torch.addcmul(beta, normalized, gamma_1)
 
-    def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
         """Normalise ``x`` (N, C, h, w) and modulate it by ``segmap``.
 
         Args:
             x: activations.
             segmap: one-hot class map (N, K, H, W) of any size (resized with nearest), or class
                 indices (N, H, W) with 255 = ignore.
+            noise: with ``noise_dim > 0``: (N, D) vectors or an (N, D, H, W) map at
+                ``segmap``'s size.
 
         Returns:
             (N, C, h, w) tensor.
@@ -216,6 +261,9 @@ class SPADE(nn.Module):
             segmap = one_hot(nearest_labels(segmap, size), self.num_classes, x.dtype)
         elif segmap.shape[-2:] != size:
             segmap = F.interpolate(segmap, size=size, mode="nearest")
+        if self.noise_dim or noise is not None:
+            check_noise(noise, self.noise_dim)
+            segmap = torch.cat([segmap.to(x.dtype), noise_map(noise, size, x.dtype)], dim=1)
         return self.modulate(self.normalize(x), self.hidden_features(segmap.to(x.dtype)))
 
 
@@ -226,36 +274,53 @@ class CLADE(nn.Module):
         num_features: channels of the activations ``x``.
         num_classes: classes of the class map.
         param_free_norm: "batch" (default) or "instance".
+        noise_dim: noise channels (0: none); a 1x1 conv of the noise is added to gamma and beta.
     """
 
     def __init__(self, num_features: int, num_classes: int,
-                 param_free_norm: ParamFreeNorm | str = ParamFreeNorm.BATCH) -> None:
+                 param_free_norm: ParamFreeNorm | str = ParamFreeNorm.BATCH,
+                 noise_dim: int = 0) -> None:
         super().__init__()
         self.num_features = num_features
         self.num_classes = num_classes
+        self.noise_dim = noise_dim
         self.norm = param_free_norm_layer(param_free_norm, num_features)
         # Row num_classes is the ignore row: zero and never trained (padding_idx).
         self.gamma_beta = nn.Embedding(num_classes + 1, 2 * num_features, padding_idx=num_classes)
         nn.init.normal_(self.gamma_beta.weight, 0.0, 0.02)
         with torch.no_grad():
             self.gamma_beta.weight[num_classes].zero_()
+        if noise_dim:
+            # The noise columns of the 1x1 conv that the table lookup is on the one-hot map;
+            # with N(0, 1) noise its term starts at the table's scale (0.02) for any noise_dim.
+            self.noise_gamma_beta = nn.Conv2d(noise_dim, 2 * num_features, 1, bias=False)
+            nn.init.normal_(self.noise_gamma_beta.weight, 0.0, 0.02 / noise_dim ** 0.5)
         self.register_buffer("gamma_offset", gamma_offset(num_features), persistent=False)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x)
 
-    def modulate(self, normalized: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Apply the per-class gamma/beta of ``labels`` (N, h, w) at the activation's size."""
+    def modulate(self, normalized: torch.Tensor, labels: torch.Tensor,
+                 noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply the per-class gamma/beta of ``labels`` (N, h, w) at the activation's size (plus
+        the noise term of a ``noise`` map (N, D, h, w) when ``noise_dim > 0``)."""
         table = (self.gamma_beta.weight + self.gamma_offset).to(normalized.dtype)
-        return class_modulate(normalized, labels, table)
+        offset = None
+        if noise is not None:
+            conv = self.noise_gamma_beta
+            offset = F.conv2d(noise.to(normalized.dtype), conv.weight.to(normalized.dtype))
+        return class_modulate(normalized, labels, table, offset)
 
-    def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
         """Normalise ``x`` (N, C, h, w) and modulate it by the class map.
 
         Args:
             x: activations.
             segmap: class indices (N, H, W) (255 = ignore) or a one-hot map (N, K, H, W), any
                 size (nearest).
+            noise: with ``noise_dim > 0``: (N, D) vectors or an (N, D, H, W) map at
+                ``segmap``'s size.
 
         Returns:
             (N, C, h, w) tensor.
@@ -264,5 +329,31 @@ class CLADE(nn.Module):
         if segmap.dim() == 4:
             valid = segmap.sum(dim=1) > 0
             segmap = torch.where(valid, segmap.argmax(dim=1), IGNORE_INDEX)
-        return self.modulate(self.normalize(x), nearest_labels(segmap, size))
+        if self.noise_dim or noise is not None:
+            check_noise(noise, self.noise_dim)
+            noise = noise_map(noise, size, x.dtype)
+        return self.modulate(self.normalize(x), nearest_labels(segmap, size), noise)
 
+
+def check_noise(noise: torch.Tensor | None, noise_dim: int) -> None:
+    """Raise :class:`GeospadeError` unless ``noise`` suits a layer of ``noise_dim`` channels:
+    None when 0, else (N, noise_dim) vectors or an (N, noise_dim, H, W) map."""
+    if noise_dim == 0:
+        if noise is not None:
+            raise GeospadeError("this model takes no noise (noise_dim is 0)")
+        return
+    if noise is None or noise.dim() not in (2, 4) or noise.shape[1] != noise_dim:
+        shape = None if noise is None else tuple(noise.shape)
+        raise GeospadeError(
+            f"noise must be (N, {noise_dim}) vectors or an (N, {noise_dim}, H, W) map, "
+            f"got {shape}"
+        )
+
+
+def noise_map(noise: torch.Tensor, size: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+    """``noise`` as an (N, D, h, w) map at ``size``: vectors repeated at every pixel, a map
+    resized with nearest (the rule of :func:`nearest_labels`)."""
+    h, w = int(size[0]), int(size[1])
+    if noise.dim() == 2:
+        return noise.to(dtype)[:, :, None, None].expand(-1, -1, h, w)
+    return nearest_labels(noise, (h, w)).to(dtype)

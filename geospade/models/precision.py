@@ -8,21 +8,68 @@ once is enough.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from enum import Enum
 
 import torch
 from torch import nn
 
 from geospade.errors import GeospadeError
-from geospade.models.normalization import _enum
 
 
-class Amp(str, Enum):
-    """Autocast precision: off, bfloat16 or float16 (fp16: CUDA only)."""
+class Precision(str, Enum):
+    """Numeric precision of the forward passes: the values of every ``--amp`` option.
 
-    OFF = "off"
+    ``auto`` lets the device decide (synthesis: bf16 where it has native bf16, else none);
+    ``none`` is float32; ``bf16`` and ``fp16`` run under autocast (fp16: CUDA only, with
+    gradient scaling in training). The values are the strings the CLI takes and that
+    ``config.toml`` and checkpoints store.
+    """
+
+    AUTO = "auto"
+    NONE = "none"
     BF16 = "bf16"
     FP16 = "fp16"
+
+    def __str__(self) -> str:  # "bf16" in messages and f-strings, not "Precision.BF16"
+        return self.value
+
+
+PRECISION_ALIASES = {"off": Precision.NONE}
+"""Other spellings :func:`parse_precision` accepts (``autocast_context`` took "off")."""
+
+
+def parse_precision(value: Precision | str | None,
+                    choices: Iterable[Precision] = tuple(Precision),
+                    what: str = "amp") -> Precision:
+    """``value`` as a :class:`Precision`; ``None`` and "off" mean :attr:`Precision.NONE`.
+
+    Args:
+        value: a member, its string value, an alias (:data:`PRECISION_ALIASES`) or None.
+        choices: the precisions the caller supports (e.g. no ``auto`` where nothing resolves it).
+        what: the option's name, for the message.
+
+    Returns:
+        The member.
+
+    Raises:
+        GeospadeError: ``value`` is not one of ``choices``.
+    """
+    choices = tuple(choices)
+    if value is None:
+        precision: Precision | None = Precision.NONE
+    elif isinstance(value, str) and value in PRECISION_ALIASES:
+        precision = PRECISION_ALIASES[value]
+    else:
+        try:
+            precision = Precision(value)
+        except ValueError:
+            precision = None
+    if precision not in choices:
+        names = ", ".join(repr(c.value) for c in choices)
+        shown = value.value if isinstance(value, Precision) else value
+        raise GeospadeError(f"unknown {what} {shown!r} (choose from {names})")
+    return precision
 
 
 def to_channels_last(module: nn.Module, parameters: bool = True) -> nn.Module:
@@ -63,23 +110,25 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
-def autocast_context(device: torch.device | str, amp: Amp | str | None = None
+def autocast_context(device: torch.device | str, amp: Precision | str | None = None
                      ) -> contextlib.AbstractContextManager:
-    """The autocast context for ``device`` and ``amp`` ("off"/None, "bf16", "fp16").
+    """The autocast context for ``device`` and ``amp`` (none/"off"/None, bf16 or fp16).
 
     Raises:
-        GeospadeError: fp16 on a CPU, or bf16 on a device that does not support it.
+        GeospadeError: an unknown or unresolved (``auto``) precision, fp16 on a CPU, or bf16 on
+            a device that does not support it.
     """
-    amp = Amp.OFF if amp is None else _enum(Amp, amp, "amp")
+    amp = parse_precision(amp, (Precision.NONE, Precision.BF16, Precision.FP16))
     device = torch.device(device)
-    if amp is Amp.OFF:
+    if amp is Precision.NONE:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp is Amp.BF16 else torch.float16
+    dtype = torch.bfloat16 if amp is Precision.BF16 else torch.float16
     if device.type == "cpu":
-        if amp is Amp.FP16:
+        if amp is Precision.FP16:
             raise GeospadeError("--amp fp16 needs a CUDA device; on a CPU use --amp bf16")
         if not cpu_supports_bf16():
             raise GeospadeError("--amp bf16: this CPU has no native bf16 support")
-    elif device.type == "cuda" and amp is Amp.BF16 and not torch.cuda.is_bf16_supported():
+    elif (device.type == "cuda" and amp is Precision.BF16
+          and not torch.cuda.is_bf16_supported()):
         raise GeospadeError("--amp bf16: this GPU does not support bf16")
     return torch.autocast(device_type=device.type, dtype=dtype)

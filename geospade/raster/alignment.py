@@ -1,6 +1,7 @@
 """Aligning imagery with a land-cover grid.
 
-The land cover's grid (CRS, transform, width, height) is the reference (DESIGN.md "Alignment").
+The land cover's grid (CRS, transform, width, height) is the reference (docs/design.md, "Tile
+I/O").
 Imagery on the same grid, or on a grid shifted by whole pixels, is read with plain windows;
 imagery in another CRS, resolution or sub-pixel offset is warped onto the label grid with a
 :class:`rasterio.vrt.WarpedVRT` (bilinear or cubic; labels are never resampled).
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
@@ -21,6 +23,9 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from geospade.errors import GeospadeError
+
+if TYPE_CHECKING:
+    from geospade.raster.grid import Grid
 
 RESAMPLING = {"bilinear": Resampling.bilinear, "cubic": Resampling.cubic}
 
@@ -124,13 +129,13 @@ def align(labels: rasterio.io.DatasetReader, imagery: rasterio.io.DatasetReader)
 
 
 def warped_imagery(
-    imagery: rasterio.io.DatasetReader, labels_grid: dict, resampling: str
+    imagery: rasterio.io.DatasetReader, labels_grid: Grid, resampling: str
 ) -> tuple[WarpedVRT, int]:
     """A virtual copy of ``imagery`` on the label grid, with an alpha band marking valid pixels.
 
     Args:
         imagery: the open imagery dataset.
-        labels_grid: ``crs``, ``transform``, ``width``, ``height`` of the land cover.
+        labels_grid: the land cover's grid.
         resampling: ``bilinear`` or ``cubic``.
 
     Returns:
@@ -141,10 +146,10 @@ def warped_imagery(
              if ci == ColorInterp.alpha]
     vrt = WarpedVRT(
         imagery,
-        crs=labels_grid["crs"],
-        transform=labels_grid["transform"],
-        width=labels_grid["width"],
-        height=labels_grid["height"],
+        crs=labels_grid.crs,
+        transform=labels_grid.transform,
+        width=labels_grid.width,
+        height=labels_grid.height,
         resampling=RESAMPLING[resampling],
         add_alpha=not alpha,
     )

@@ -1,13 +1,17 @@
 """`geospade tile`: cut a land-cover raster and its imagery into aligned mask/image chips.
 
-How the work is split (see ``benchmarks/bench_tile.py`` for the numbers): chips are grouped into
-read tasks of about ``TASK_ROWS`` x ``TASK_COLS`` pixels; a task reads its land-cover and imagery
-window once (so a source block is decoded once per task, not once per chip) and cuts all its chips
-from memory. Memory per worker is therefore a few task windows, whatever the raster size. Tasks
-run in a process pool with ``workers > 1``.
+How the work is split (docs/design.md, "Tile I/O"; ``benchmarks/bench_tile.py`` has the
+numbers): chips are grouped into read tasks of about ``TASK_ROWS`` x ``TASK_COLS`` pixels; a
+task reads its land-cover and imagery window once (so a source block is decoded once per task,
+not once per chip) and cuts all its chips from memory. Memory per worker is therefore a few task
+windows, whatever the raster size. Tasks run in a process pool with ``workers > 1``; what a
+worker does is :mod:`geospade.raster.tiling_worker`.
 
-The store is built in a hidden temporary folder next to ``out`` and renamed into place after the
-manifest is written, so a failed or interrupted run leaves nothing that looks complete.
+:func:`tile` runs these steps: scan the two rasters, plan the chips and their split, check every
+label value, cut the chips (writing ``index.gpkg`` as they come), write the manifest, and move
+the store into place. The store is built in a hidden temporary folder next to ``out`` and
+renamed into place after the manifest is written, so a failed or interrupted run leaves nothing
+that looks complete.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -29,7 +34,7 @@ from rasterio.crs import CRS
 from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
-from geospade.errors import GeospadeError, check_seed, reading, writing
+from geospade.errors import GeospadeError, check_seed, writing
 from geospade.formats import chip_store
 from geospade.normalization import BandStats, fixed_range, nodata_to_json
 from geospade.outputs import (
@@ -40,17 +45,25 @@ from geospade.outputs import (
     prepare_folder,
     same_file,
 )
-from geospade.raster.alignment import RESAMPLING, align, imagery_valid, open_raster, warped_imagery
+from geospade.raster.alignment import RESAMPLING, Alignment, align, open_raster
 from geospade.raster.codecs import check_codec
-from geospade.raster.windows import SPLITS, assign_blocks, chip_offsets, chip_split, group_offsets
+from geospade.raster.grid import Grid
+from geospade.raster.tiling_worker import (
+    PlannedChip,
+    ReadTask,
+    TaskResult,
+    TileJob,
+    TileWorker,
+    final_name,
+)
+from geospade.raster.windows import assign_blocks, chip_offsets, chip_split, group_offsets
 from geospade.schemes import IGNORE_INDEX, ClassScheme, UnknownClassValuesError, load_scheme
+from geospade.vectors import read_vector
 
 TASK_ROWS = 1024
 TASK_COLS = 2048
-SAMPLE_PER_CHIP = 64  # random pixels per chip kept for the band statistics
 SAMPLE_CAP = 1_000_000  # most sample pixels per band kept in memory
 INDEX_BATCH = 4096  # chip records written to index.gpkg at a time
-GDAL_CACHE_MB = 64  # per process: windows are read once, a large block cache only costs memory
 
 
 @dataclass
@@ -105,6 +118,7 @@ _DROP_TEXT = {
 }
 
 
+
 def tile(
     landcover: str | Path,
     imagery: str | Path,
@@ -126,7 +140,8 @@ def tile(
     overwrite: bool = False,
     quiet: bool = False,
 ) -> TileSummary:
-    """Cut a land-cover raster and its imagery into aligned chips (the chip store of DESIGN.md).
+    """Cut a land-cover raster and its imagery into aligned chips (the chip store of
+    docs/design.md, "Chip store").
 
     Args:
         landcover: single-band land-cover raster (integer, or float with integral values); its
@@ -154,9 +169,12 @@ def tile(
     Returns:
         A :class:`TileSummary`.
     """
-    stride = size if stride is None else stride
-    _check_options(size, stride, max_nodata, block, workers, unknown, resampling, compress,
-                   seed)
+    options = _Options(
+        size=size, stride=size if stride is None else stride, max_nodata=max_nodata, aoi=aoi,
+        val_fraction=val_fraction, test_fraction=test_fraction, block=block, workers=workers,
+        seed=seed, unknown=unknown, resampling=resampling, compress=compress, quiet=quiet,
+    )
+    options.check()
     out = Path(out)
     inputs = [("the land cover", landcover), ("the imagery", imagery), ("the AOI file", aoi)]
     if isinstance(scheme, (str, Path)) and Path(scheme).is_file():
@@ -164,16 +182,125 @@ def tile(
     check_not_an_input(out, inputs, hint="write the chip store to a new folder")
     check_replaceable(out, CHIP_STORE, overwrite)
     with OutputLock(out, "chip store"):
-        return _tile(landcover, imagery, out, load_scheme(scheme), size, stride, max_nodata, aoi,
-                     val_fraction, test_fraction, block, workers, seed, unknown, resampling,
-                     compress, quiet)
+        return _tile(landcover, imagery, out, load_scheme(scheme), options)
 
 
-def _tile(landcover, imagery, out: Path, scheme: ClassScheme, size: int, stride: int,
-          max_nodata: float, aoi, val_fraction: float, test_fraction: float, block: int,
-          workers: int, seed: int, unknown: str, resampling: str, compress: str, quiet: bool
-          ) -> TileSummary:
+@dataclass(frozen=True)
+class _Options:
+    """The options of one :func:`tile` run, as the user gave them (``stride`` resolved)."""
 
+    size: int
+    stride: int
+    max_nodata: float
+    aoi: str | Path | None
+    val_fraction: float
+    test_fraction: float
+    block: int
+    workers: int
+    seed: int
+    unknown: str
+    resampling: str
+    compress: str
+    quiet: bool
+
+    def check(self) -> None:
+        """Refuse a value no run can use, before anything is opened."""
+        check_seed(self.seed)
+        if self.size <= 0:
+            raise GeospadeError(f"--size must be a positive number of pixels, not {self.size}")
+        if self.stride <= 0:
+            raise GeospadeError(
+                f"--stride must be a positive number of pixels, not {self.stride}")
+        if not 0.0 <= self.max_nodata <= 1.0:
+            raise GeospadeError(
+                f"--max-nodata must be a fraction in [0, 1], not {self.max_nodata}")
+        if self.block <= 0:
+            raise GeospadeError(f"--block must be a positive number of chips, not {self.block}")
+        if self.workers <= 0:
+            raise GeospadeError(f"--workers must be at least 1, not {self.workers}")
+        if self.unknown not in ("error", "ignore"):
+            raise GeospadeError(f"--unknown must be 'error' or 'ignore', not {self.unknown!r}")
+        if self.resampling not in RESAMPLING:
+            raise GeospadeError(f"--resampling must be one of {', '.join(RESAMPLING)}, "
+                                f"not {self.resampling!r}")
+        check_codec(self.compress)
+
+    def to_manifest(self, scheme: ClassScheme) -> dict[str, Any]:
+        """The manifest's ``options``."""
+        return {
+            "scheme": scheme.name, "size": self.size, "stride": self.stride,
+            "max_nodata": self.max_nodata,
+            "aoi": None if self.aoi is None else str(Path(self.aoi).resolve()),
+            "val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
+            "block": self.block, "workers": self.workers, "seed": self.seed,
+            "unknown": self.unknown, "resampling": self.resampling, "compress": self.compress,
+        }
+
+
+def _tile(landcover: str | Path, imagery: str | Path, out: Path, scheme: ClassScheme,
+          options: _Options) -> TileSummary:
+    """The steps of :func:`tile`, once its options are checked and ``out`` is locked."""
+    sources = _scan_sources(landcover, imagery)
+    plan = _plan_chips(sources, scheme, options)
+    store = _start_store(out)
+    try:
+        job = _job(landcover, imagery, store, sources, scheme, options)
+        with _Runner(options.workers, job) as run:
+            _check_label_values(run, sources, scheme, options.unknown, landcover)
+            totals = _cut_chips(run, plan, store, scheme, sources.grid.crs, options)
+        dropped = {"nodata": totals.dropped_nodata, **plan.dropped}
+        if not totals.written:
+            raise GeospadeError(f"no chips to write: {_dropped_text(dropped)}")
+        bands = _band_stats(sources.band_names, sources.image_dtype, sources.image_nodata,
+                            totals.samples)
+        manifest = _manifest(sources, scheme, options, totals, dropped, bands)
+        chip_store.write_manifest(store / chip_store.MANIFEST, manifest)
+        _swap_in_new_folder(store, out)
+    except BaseException:
+        shutil.rmtree(store, ignore_errors=True)
+        raise
+    return TileSummary(
+        out=out, counts=totals.counts, dropped=dropped, class_pixels=totals.class_pixels,
+        class_names=scheme.names, warped=sources.alignment.warped, bands=bands,
+    )
+
+
+# -- scan: what the two rasters are -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """What tiling needs of the land cover and the imagery, read before any pixel.
+
+    Attributes:
+        grid: the land cover's grid (the reference).
+        alignment: the imagery's overlap with it, and whether it is warped.
+        facts: the manifest's ``sources``.
+        label_nodata, label_dtype: the land cover's nodata value and dtype.
+        label_block_rows: rows of one land-cover block (the label scan reads whole blocks).
+        image_nodata, image_dtype, image_count, descriptions: the imagery's.
+        use_dataset_mask: the imagery's validity comes from its dataset mask.
+        band_names: band descriptions, ``bandN`` where there is none.
+        rgb: the first three bands are red, green, blue (by colour or by name).
+    """
+
+    grid: Grid
+    alignment: Alignment
+    facts: dict[str, dict[str, Any]]
+    label_nodata: float | None
+    label_dtype: str
+    label_block_rows: int
+    image_nodata: float | None
+    image_dtype: str
+    image_count: int
+    descriptions: tuple[str | None, ...]
+    use_dataset_mask: bool
+    band_names: list[str]
+    rgb: bool
+
+
+def _scan_sources(landcover: str | Path, imagery: str | Path) -> _Sources:
+    """Open both rasters, check they can be tiled together and note what tiling needs."""
     with open_raster(landcover, "land cover") as lab, open_raster(imagery, "imagery") as img:
         if lab.count != 1:
             raise GeospadeError(
@@ -183,160 +310,171 @@ def _tile(landcover, imagery, out: Path, scheme: ClassScheme, size: int, stride:
             raise GeospadeError(f"the land cover and the imagery are the same file ({imagery}); "
                                 "give the imagery of the same ground as the second argument")
         alignment = align(lab, img)
-        grid = {
-            "crs": lab.crs, "transform": lab.transform, "width": lab.width, "height": lab.height
-        }
-        sources = {
-            "landcover": _source_facts(lab, landcover), "imagery": _source_facts(img, imagery)
-        }
-        label_nodata = lab.nodata
-        image_nodata = img.nodata
-        use_dataset_mask = image_nodata is None and MaskFlags.per_dataset in img.mask_flag_enums[0]
         band_names = [d or f"band{i + 1}" for i, d in enumerate(img.descriptions)]
         rgb = [c.name for c in img.colorinterp[:3]] == ["red", "green", "blue"] or [
             n.lower() for n in band_names[:3]
         ] == ["red", "green", "blue"]
-        image_count = img.count
-        descriptions = list(img.descriptions)
-        image_dtype = img.dtypes[0]
-        label_dtype = lab.dtypes[0]
-        label_block_rows = lab.block_shapes[0][0]
+        return _Sources(
+            grid=Grid(crs=lab.crs, transform=lab.transform, width=lab.width, height=lab.height),
+            alignment=alignment,
+            facts={"landcover": _source_facts(lab, landcover),
+                   "imagery": _source_facts(img, imagery)},
+            label_nodata=lab.nodata, label_dtype=lab.dtypes[0],
+            label_block_rows=lab.block_shapes[0][0],
+            image_nodata=img.nodata, image_dtype=img.dtypes[0], image_count=img.count,
+            descriptions=tuple(img.descriptions),
+            use_dataset_mask=(img.nodata is None
+                              and MaskFlags.per_dataset in img.mask_flag_enums[0]),
+            band_names=band_names, rgb=rgb,
+        )
 
-    area = alignment.window
+
+def _source_facts(ds: rasterio.io.DatasetReader, path: str | Path) -> dict[str, Any]:
+    return {
+        "path": str(Path(path).resolve()),
+        "crs": ds.crs.to_wkt() if ds.crs else None,
+        "transform": list(ds.transform)[:6],
+        "width": ds.width,
+        "height": ds.height,
+        "dtype": ds.dtypes[0],
+        "count": ds.count,
+        "nodata": nodata_to_json(ds.nodata),  # strict JSON, also for a NaN nodata
+    }
+
+
+# -- plan: which chips, in which split ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ChipPlan:
+    """The chip windows of the overlap and the split of each one kept.
+
+    Attributes:
+        area: the overlap, on the land-cover grid.
+        rows, cols: chip offsets on the land-cover grid.
+        chips: split of each kept chip, by ``(row, col)``.
+        dropped: chips left out by the plan, per reason (``outside_aoi``, ``straddles_split``).
+    """
+
+    area: Window
+    rows: list[int]
+    cols: list[int]
+    chips: dict[tuple[int, int], str]
+    dropped: dict[str, int]
+
+
+def _plan_chips(sources: _Sources, scheme: ClassScheme, options: _Options) -> _ChipPlan:
+    """Lay chips over the overlap, drop those outside the AOI or straddling two splits."""
+    area, size, stride = sources.alignment.window, options.size, options.stride
     if size > area.height or size > area.width:
         raise GeospadeError(
             f"chip size {size} is larger than the area to tile "
             f"({area.width} x {area.height} px of land cover overlapping the imagery)"
         )
-
-    row_offsets = [area.row_off + r for r in chip_offsets(area.height, size, stride)]
-    col_offsets = [area.col_off + c for c in chip_offsets(area.width, size, stride)]
-
-    block_pixels = block * stride
+    rows = [area.row_off + r for r in chip_offsets(area.height, size, stride)]
+    cols = [area.col_off + c for c in chip_offsets(area.width, size, stride)]
+    block_pixels = options.block * stride
     blocks = assign_blocks(
         math.ceil(area.height / block_pixels), math.ceil(area.width / block_pixels),
-        val_fraction, test_fraction, seed,
+        options.val_fraction, options.test_fraction, options.seed,
     )
-    aoi_geometry = _load_aoi(aoi, grid["crs"]) if aoi is not None else None
-
-    dropped = {"nodata": 0, "outside_aoi": 0, "straddles_split": 0}
-    candidates: dict[tuple[int, int], str] = {}
-    aoi_hits = _aoi_hits(aoi_geometry, row_offsets, col_offsets, size, grid["transform"])
-    for i, row in enumerate(row_offsets):
-        for j, col in enumerate(col_offsets):
-            if aoi_hits is not None and not aoi_hits[i, j]:
+    aoi = _load_aoi(options.aoi, sources.grid.crs) if options.aoi is not None else None
+    hits = _aoi_hits(aoi, rows, cols, size, sources.grid.transform)
+    dropped = {"outside_aoi": 0, "straddles_split": 0}
+    chips: dict[tuple[int, int], str] = {}
+    for i, row in enumerate(rows):
+        for j, col in enumerate(cols):
+            if hits is not None and not hits[i, j]:
                 dropped["outside_aoi"] += 1
                 continue
             split = chip_split(row - area.row_off, col - area.col_off, size, block_pixels, blocks)
             if split is None:
                 dropped["straddles_split"] += 1
                 continue
-            candidates[(row, col)] = SPLITS[split]
-    if not candidates:
-        raise GeospadeError(f"no chips to write: {_dropped_text(dropped)}")
+            chips[(row, col)] = chip_store.SPLITS[split]
+    if not chips:
+        raise GeospadeError(f"no chips to write: {_dropped_text({'nodata': 0, **dropped})}")
+    return _ChipPlan(area=area, rows=rows, cols=cols, chips=chips, dropped=dropped)
 
-    config = {
-        "landcover": str(landcover), "imagery": str(imagery), "grid": grid,
-        "offset": alignment.offset, "resampling": resampling, "scheme": scheme.to_dict(),
-        "unknown": unknown, "label_nodata": label_nodata, "image_nodata": image_nodata,
-        "use_dataset_mask": use_dataset_mask, "max_nodata": max_nodata, "size": size,
-        "compress": compress, "descriptions": descriptions, "seed": seed, "rgb": rgb,
-        "image_count": image_count, "image_dtype": image_dtype,
-    }
 
-    # The store is built beside ``out`` under a temporary name: before reading any pixel, check
-    # that its folder can be written (an error naming the folder, not the temporary name).
-    tmp = prepare_folder(out.parent) / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    config["tmp"] = str(tmp)
+def _load_aoi(aoi: str | Path, crs: CRS | None) -> Any:
+    """The union of the AOI's geometries, in the land cover's CRS ``crs``."""
+    from shapely import union_all
+
+    frame = read_vector(aoi, "AOI", crs, onto="the land cover")
+    if frame.empty:
+        raise GeospadeError(f"AOI {Path(aoi)} has no geometries")
+    return union_all(frame.geometry.values)
+
+
+def _aoi_hits(geometry: Any, rows: list[int], cols: list[int], size: int,
+              transform: rasterio.Affine) -> np.ndarray | None:
+    """Whether each chip window ``(row, col)`` intersects ``geometry`` (None: no AOI)."""
+    if geometry is None:
+        return None
+    import shapely
+
+    boxes = []
+    for row in rows:
+        for col in cols:
+            bounds = rasterio.windows.bounds(Window(col, row, size, size), transform)
+            boxes.append(shapely.box(*bounds))
+    hits = shapely.intersects(geometry, np.array(boxes, dtype=object))
+    return np.asarray(hits, dtype=bool).reshape(len(rows), len(cols))
+
+
+def _dropped_text(dropped: dict[str, int]) -> str:
+    parts = [f"{n} {_DROP_TEXT[k]}" for k, n in dropped.items() if n]
+    return "all chips dropped (" + ", ".join(parts) + ")" if parts else "no chip windows"
+
+
+def _spans(start: int, length: int, step: int) -> list[tuple[int, int]]:
+    return [(s, min(s + step, start + length)) for s in range(start, start + length, step)]
+
+
+def _tasks(plan: _ChipPlan, size: int) -> list[ReadTask]:
+    """Read tasks: groups of planned chips whose union window is read once."""
+    tasks = []
+    for row_group in group_offsets(plan.rows, size, TASK_ROWS):
+        for col_group in group_offsets(plan.cols, size, TASK_COLS):
+            chips = tuple(
+                PlannedChip(r, c, plan.chips[(r, c)])
+                for r in row_group
+                for c in col_group
+                if (r, c) in plan.chips
+            )
+            if not chips:
+                continue
+            r0 = min(c.row for c in chips)
+            c0 = min(c.col for c in chips)
+            r1 = max(c.row for c in chips) + size
+            c1 = max(c.col for c in chips) + size
+            tasks.append(ReadTask(Window(c0, r0, c1 - c0, r1 - r0), chips))
+    return tasks
+
+
+# -- the store's temporary folder ---------------------------------------------------------------
+
+
+def _start_store(out: Path) -> Path:
+    """Create the store's temporary folder beside ``out``, with its chip folders.
+
+    Before any pixel is read: an error names the folder of ``out``, not the temporary name.
+    """
+    store = prepare_folder(out.parent) / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
     try:
-        try:
-            (tmp / chip_store.IMAGES).mkdir(parents=True)
-            (tmp / chip_store.MASKS).mkdir()
-        except OSError as exc:
-            raise GeospadeError(f"cannot write the chip store in {out.parent}: "
-                                f"{exc.strerror}") from None
-        with _Runner(workers, config) as run:
-            # 1. Check every label value of the area before writing anything.
-            scan = [
-                (r0, r1, c0, c1)
-                for r0, r1 in _spans(area.row_off, area.height, max(label_block_rows, 512) * 2)
-                for c0, c1 in _spans(area.col_off, area.width, TASK_COLS)
-            ]
-            values: dict[float, int] = {}
-            for part in run(_count_values, scan):
-                for v, n in part.items():
-                    values[v] = values.get(v, 0) + n
-            _check_values(values, scheme, label_nodata, unknown, landcover)
-
-            # 2. Cut the chips, one read task at a time.
-            tasks = _tasks(row_offsets, col_offsets, candidates, size)
-            # Records go to index.gpkg in batches, so memory does not grow with the chip count.
-            index = _IndexWriter(tmp / chip_store.INDEX, scheme.num_classes, grid["crs"])
-            counts = {s: 0 for s in SPLITS}
-            class_pixels = {s: [0] * scheme.num_classes for s in SPLITS}
-            samples, sampled = [], 0
-            with _progress(len(candidates), quiet) as bar:
-                for result in run(_cut_task, tasks):
-                    for r in result["chips"]:
-                        counts[r["split"]] += 1
-                        totals = class_pixels[r["split"]]
-                        for i, n in enumerate(r["class_pixels"]):
-                            totals[i] += n
-                    index.add(result["chips"])
-                    dropped["nodata"] += result["dropped_nodata"]
-                    if result["sample"] is not None:
-                        samples.append(result["sample"])
-                        sampled += result["sample"].shape[1]
-                        if sampled > SAMPLE_CAP:
-                            samples = [np.concatenate(samples, axis=1)[:, ::2]]
-                            sampled = samples[0].shape[1]
-                    bar.update(result["n"])
-            index.close()
-        if not index.rows:
-            raise GeospadeError(f"no chips to write: {_dropped_text(dropped)}")
-        bands = _band_stats(band_names, image_dtype, image_nodata, samples)
-        from geospade import __version__
-
-        manifest = {
-            "format": chip_store.FORMAT,
-            "format_version": chip_store.FORMAT_VERSION,
-            "geospade_version": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "scheme": scheme.to_dict(),
-            "ignore_index": IGNORE_INDEX,
-            "chip_size": size,
-            "stride": stride,
-            "bands": [b.to_dict() for b in bands],
-            "counts": counts,
-            "class_pixels": class_pixels,
-            "sources": sources,
-            "warped": alignment.warped,
-            "area": {"row_off": area.row_off, "col_off": area.col_off,
-                     "width": area.width, "height": area.height},
-            "label_dtype": label_dtype,
-            "options": {
-                "scheme": scheme.name, "size": size, "stride": stride, "max_nodata": max_nodata,
-                "aoi": None if aoi is None else str(Path(aoi).resolve()),
-                "val_fraction": val_fraction, "test_fraction": test_fraction, "block": block,
-                "workers": workers, "seed": seed, "unknown": unknown, "resampling": resampling,
-                "compress": compress,
-            },
-            "dropped": dropped,
-        }
-        chip_store.write_manifest(tmp / chip_store.MANIFEST, manifest)
-        _replace_folder(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return TileSummary(
-        out=out, counts=counts, dropped=dropped, class_pixels=class_pixels,
-        class_names=scheme.names, warped=alignment.warped, bands=bands,
-    )
+        (store / chip_store.IMAGES).mkdir(parents=True)
+        (store / chip_store.MASKS).mkdir()
+    except OSError as exc:
+        shutil.rmtree(store, ignore_errors=True)
+        raise GeospadeError(f"cannot write the chip store in {out.parent}: "
+                            f"{exc.strerror}") from None
+    return store
 
 
-def _replace_folder(new: Path, out: Path) -> None:
-    """Move the finished store ``new`` to ``out``; an old store there (checked replaceable) is
-    moved aside first and removed only once the new one is in place."""
+def _swap_in_new_folder(new: Path, out: Path) -> None:
+    """Rename the finished store ``new`` to ``out``; an old store there (checked replaceable)
+    is renamed aside first and removed only once the new one is in place."""
     old = None
     if out.exists() and any(out.iterdir()):
         old = out.with_name(f".{out.name}.partial-old-{uuid.uuid4().hex[:8]}")
@@ -346,32 +484,41 @@ def _replace_folder(new: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-# -- checks -------------------------------------------------------------------------------------
+# -- check the labels, cut the chips ------------------------------------------------------------
 
 
-def _check_options(size, stride, max_nodata, block, workers, unknown, resampling, compress,
-                   seed) -> None:
-    check_seed(seed)
-    if size <= 0:
-        raise GeospadeError(f"--size must be a positive number of pixels, not {size}")
-    if stride <= 0:
-        raise GeospadeError(f"--stride must be a positive number of pixels, not {stride}")
-    if not 0.0 <= max_nodata <= 1.0:
-        raise GeospadeError(f"--max-nodata must be a fraction in [0, 1], not {max_nodata}")
-    if block <= 0:
-        raise GeospadeError(f"--block must be a positive number of chips, not {block}")
-    if workers <= 0:
-        raise GeospadeError(f"--workers must be at least 1, not {workers}")
-    if unknown not in ("error", "ignore"):
-        raise GeospadeError(f"--unknown must be 'error' or 'ignore', not {unknown!r}")
-    if resampling not in RESAMPLING:
-        raise GeospadeError(
-            f"--resampling must be one of {', '.join(RESAMPLING)}, not {resampling!r}"
-        )
-    check_codec(compress)
+def _job(landcover: str | Path, imagery: str | Path, store: Path, sources: _Sources,
+         scheme: ClassScheme, options: _Options) -> TileJob:
+    return TileJob(
+        landcover=str(landcover), imagery=str(imagery), store=store, grid=sources.grid,
+        offset=sources.alignment.offset, resampling=options.resampling, scheme=scheme,
+        label_nodata=sources.label_nodata, image_nodata=sources.image_nodata,
+        use_dataset_mask=sources.use_dataset_mask, image_count=sources.image_count,
+        image_dtype=sources.image_dtype, descriptions=sources.descriptions, rgb=sources.rgb,
+        size=options.size, max_nodata=options.max_nodata, compress=options.compress,
+        seed=options.seed,
+    )
 
 
-def _check_values(values: dict, scheme: ClassScheme, file_nodata, unknown: str, path) -> None:
+def _check_label_values(run: _Map, sources: _Sources, scheme: ClassScheme, unknown: str,
+                        landcover: str | Path) -> None:
+    """Count every raw label value of the overlap, before any chip is written: unknown values
+    are reported with their pixel counts."""
+    area = sources.alignment.window
+    scan = [
+        Window(c0, r0, c1 - c0, r1 - r0)
+        for r0, r1 in _spans(area.row_off, area.height, max(sources.label_block_rows, 512) * 2)
+        for c0, c1 in _spans(area.col_off, area.width, TASK_COLS)
+    ]
+    values: dict[float, int] = {}
+    for part in run(_count_values, scan):
+        for v, n in part.items():
+            values[v] = values.get(v, 0) + n
+    _check_values(values, scheme, sources.label_nodata, unknown, landcover)
+
+
+def _check_values(values: dict[float, int], scheme: ClassScheme, file_nodata: float | None,
+                  unknown: str, path: str | Path) -> None:
     if not values:
         return
     raw = np.array(list(values))
@@ -388,87 +535,49 @@ def _check_values(values: dict, scheme: ClassScheme, file_nodata, unknown: str, 
         )
 
 
-def _source_facts(ds, path) -> dict:
-    return {
-        "path": str(Path(path).resolve()),
-        "crs": ds.crs.to_wkt() if ds.crs else None,
-        "transform": list(ds.transform)[:6],
-        "width": ds.width,
-        "height": ds.height,
-        "dtype": ds.dtypes[0],
-        "count": ds.count,
-        "nodata": nodata_to_json(ds.nodata),  # strict JSON, also for a NaN nodata
-    }
+class _Totals:
+    """What the cut tasks wrote, added up: chips and class pixels per split, chips dropped for
+    nodata, and the band-statistics sample (thinned to stay under ``SAMPLE_CAP`` pixels)."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.counts = {s: 0 for s in chip_store.SPLITS}
+        self.class_pixels = {s: [0] * num_classes for s in chip_store.SPLITS}
+        self.dropped_nodata = 0
+        self.samples: list[np.ndarray] = []
+        self._sampled = 0
+
+    @property
+    def written(self) -> int:
+        return sum(self.counts.values())
+
+    def add(self, result: TaskResult) -> None:
+        for record in result.chips:
+            self.counts[record["split"]] += 1
+            totals = self.class_pixels[record["split"]]
+            for i, n in enumerate(record["class_pixels"]):
+                totals[i] += n
+        self.dropped_nodata += result.dropped_nodata
+        if result.sample is not None:
+            self.samples.append(result.sample)
+            self._sampled += result.sample.shape[1]
+            if self._sampled > SAMPLE_CAP:
+                self.samples = [np.concatenate(self.samples, axis=1)[:, ::2]]
+                self._sampled = self.samples[0].shape[1]
 
 
-def _dropped_text(dropped: dict[str, int]) -> str:
-    parts = [f"{n} {_DROP_TEXT[k]}" for k, n in dropped.items() if n]
-    return "all chips dropped (" + ", ".join(parts) + ")" if parts else "no chip windows"
-
-
-def _load_aoi(aoi, crs: CRS):
-    import geopandas as gpd
-    from shapely import union_all
-
-    path = Path(aoi)
-    if not path.exists():
-        raise GeospadeError(f"AOI file not found: {path}")
-    try:
-        frame = gpd.read_file(path)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file for the user
-        raise GeospadeError(f"cannot read AOI {path}: {' '.join(str(exc).split())}") from None
-    frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
-    if frame.empty:
-        raise GeospadeError(f"AOI {path} has no geometries")
-    if frame.crs is None:
-        raise GeospadeError(f"AOI {path} has no CRS; set one (e.g. ogr2ogr -a_srs) so it can "
-                            "be placed on the land cover")
-    if crs is None:
-        raise GeospadeError("the land cover has no CRS, so --aoi cannot be placed on it")
-    frame = frame.to_crs(crs.to_wkt())
-    return union_all(frame.geometry.values)
-
-
-def _aoi_hits(geometry, rows: list[int], cols: list[int], size: int, transform):
-    if geometry is None:
-        return None
-    import shapely
-
-    boxes = []
-    for row in rows:
-        for col in cols:
-            bounds = rasterio.windows.bounds(Window(col, row, size, size), transform)
-            boxes.append(shapely.box(*bounds))
-    hits = shapely.intersects(geometry, np.array(boxes, dtype=object))
-    return np.asarray(hits, dtype=bool).reshape(len(rows), len(cols))
-
-
-# -- work split ---------------------------------------------------------------------------------
-
-
-def _spans(start: int, length: int, step: int) -> list[tuple[int, int]]:
-    return [(s, min(s + step, start + length)) for s in range(start, start + length, step)]
-
-
-def _tasks(rows: list[int], cols: list[int], candidates: dict, size: int) -> list[dict]:
-    """Read tasks: groups of chips whose union window is read once."""
-    tasks = []
-    for row_group in group_offsets(rows, size, TASK_ROWS):
-        for col_group in group_offsets(cols, size, TASK_COLS):
-            chips = [
-                (r, c, candidates[(r, c)])
-                for r in row_group
-                for c in col_group
-                if (r, c) in candidates
-            ]
-            if not chips:
-                continue
-            r0 = min(r for r, _, _ in chips)
-            c0 = min(c for _, c, _ in chips)
-            r1 = max(r for r, _, _ in chips) + size
-            c1 = max(c for _, c, _ in chips) + size
-            tasks.append({"window": (r0, r1, c0, c1), "chips": chips})
-    return tasks
+def _cut_chips(run: _Map, plan: _ChipPlan, store: Path, scheme: ClassScheme, crs: CRS,
+               options: _Options) -> _Totals:
+    """Cut the planned chips, one read task at a time, and write ``index.gpkg``."""
+    # Records go to index.gpkg in batches, so memory does not grow with the chip count.
+    index = _IndexWriter(store / chip_store.INDEX, scheme.num_classes, crs)
+    totals = _Totals(scheme.num_classes)
+    with _progress(len(plan.chips), options.quiet) as bar:
+        for result in run(_cut_task, _tasks(plan, options.size)):
+            totals.add(result)
+            index.add(result.chips)
+            bar.update(result.planned)
+    index.close()
+    return totals
 
 
 class _IndexWriter:
@@ -489,40 +598,11 @@ class _IndexWriter:
 
     def _flush(self) -> None:
         if self.pending:
-            with writing(_store_name(self.path, self.path.parent)):
+            with writing(final_name(self.path, self.path.parent)):
                 chip_store.write_index(self.path, self.pending, self.num_classes, self.crs,
                                        append=self.rows > 0)
             self.rows += len(self.pending)
             self.pending = []
-
-
-class _Runner:
-    """Runs a function over items in this process (``workers == 1``) or a process pool."""
-
-    def __init__(self, workers: int, config: dict):
-        self.workers = workers
-        self.config = config
-        self.pool = None
-
-    def __enter__(self) -> Callable[[Callable, Iterable], Iterator]:
-        if self.workers == 1:
-            _init_worker(self.config)
-            return lambda fn, items: map(fn, items)
-        # fork starts fast and inherits the imports; workers open their own datasets.
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        ctx = multiprocessing.get_context(method)
-        self.pool = ctx.Pool(self.workers, initializer=_init_worker, initargs=(self.config,))
-        return lambda fn, items: self.pool.imap(fn, items)
-
-    def __exit__(self, *exc) -> None:
-        if self.pool is not None:
-            if exc[0] is None:
-                self.pool.close()
-            else:
-                self.pool.terminate()
-            self.pool.join()
-        else:
-            _close_worker()
 
 
 def _progress(total: int, quiet: bool):
@@ -532,170 +612,97 @@ def _progress(total: int, quiet: bool):
     return tqdm(total=total, unit="chip", desc="tiling", disable=disable, file=sys.stderr)
 
 
-# -- worker side --------------------------------------------------------------------------------
+# -- the worker pool ----------------------------------------------------------------------------
+#
+# A pool hands work to its processes as pickles of (function, item), and a function pickles by
+# its module and name; a worker's open datasets and GDAL environment cannot be pickled at all.
+# So the pool's initializer builds each process's one TileWorker and keeps it in the slot
+# below, and the pool calls the module-level functions _count_values and _cut_task, which hand
+# the item to that worker. With workers == 1 the same functions run in this process.
 
-_STATE: dict = {}
-_NAN = float("nan")
+_WORKER: TileWorker | None = None
 
-
-def _init_worker(config: dict) -> None:
-    env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024)
-    env.__enter__()
-    labels = rasterio.open(config["landcover"])
-    imagery = rasterio.open(config["imagery"])
-    reader, alpha = imagery, None
-    if config["offset"] is None:
-        reader, alpha = warped_imagery(imagery, config["grid"], config["resampling"])
-    scheme = ClassScheme.from_dict(config["scheme"])
-    crs, compress = config["grid"]["crs"], config["compress"]
-    image_writer = chip_store.ChipWriter(
-        chip_store.image_profile(config["image_count"], config["image_dtype"], crs,
-                                 config["image_nodata"], config["rgb"], compress),
-        descriptions=config["descriptions"],
-    )
-    mask_writer = chip_store.ChipWriter(
-        chip_store.mask_profile(crs, compress), colormap=scheme.colormap()
-    )
-    _STATE.update(
-        config=config, env=env, labels=labels, imagery=imagery, reader=reader, alpha=alpha,
-        scheme=scheme, image_writer=image_writer, mask_writer=mask_writer,
-    )
+_Map = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]
 
 
-def _close_worker() -> None:
-    if not _STATE:
-        return
-    if _STATE["reader"] is not _STATE["imagery"]:
-        _STATE["reader"].close()
-    _STATE["imagery"].close()
-    _STATE["labels"].close()
-    _STATE["env"].__exit__(None, None, None)
-    _STATE.clear()
+def _start_worker(job: TileJob) -> None:
+    global _WORKER
+    _WORKER = TileWorker(job)
 
 
-def _count_values(span: tuple[int, int, int, int]) -> dict[float, int]:
-    """Pixel count of each raw label value in a window (rows r0..r1, cols c0..c1)."""
-    r0, r1, c0, c1 = span
-    with reading(_STATE["config"]["landcover"], "land cover"):
-        raw = _STATE["labels"].read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
-    if raw.dtype.kind in "ui" and raw.dtype.itemsize <= 2:
-        low = 0 if raw.dtype.kind == "u" else int(raw.min())
-        counts = np.bincount((raw if low == 0 else raw.astype(np.int32) - low).ravel())
-        nz = np.flatnonzero(counts)
-        return {int(v + low): int(counts[v]) for v in nz}
-    vals, counts = np.unique(raw, return_counts=True)  # NaNs collapse into one value
-    out: dict[float, int] = {}
-    for v, n in zip(vals.tolist(), counts.tolist(), strict=True):
-        # One NaN object, so counts from different windows add up under the same key.
-        out[_NAN if v != v else v] = out.get(_NAN if v != v else v, 0) + n
-    return out
+def _stop_worker() -> None:
+    global _WORKER
+    if _WORKER is not None:
+        _WORKER.close()
+        _WORKER = None
 
 
-def _read_imagery(r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Imagery on the label grid for rows r0..r1, cols c0..c1, and where it is valid (None: all)."""
-    config, reader = _STATE["config"], _STATE["reader"]
-    if config["offset"] is not None:
-        dr, dc = config["offset"]
-        window = Window(c0 + dc, r0 + dr, c1 - c0, r1 - r0)
-        image = reader.read(window=window)
-        if config["use_dataset_mask"]:
-            return image, reader.dataset_mask(window=window) > 0
-        if config["image_nodata"] is None:
-            return image, None
-        return image, imagery_valid(image, config["image_nodata"])
-    data = reader.read(window=Window(c0, r0, c1 - c0, r1 - r0))
-    count = config["image_count"]
-    valid = data[_STATE["alpha"] - 1] > 0
-    image = data[:count]
-    if config["image_nodata"] is not None:
-        valid &= imagery_valid(image, config["image_nodata"])
-    return image, valid
+def _count_values(window: Window) -> dict[float, int]:
+    return _WORKER.count_values(window)
 
 
-def _cut_task(task: dict) -> dict:
-    """Read one task's windows once and write all its chips; return their records."""
-    config, scheme = _STATE["config"], _STATE["scheme"]
-    r0, r1, c0, c1 = task["window"]
-    size = config["size"]
-    transform = config["grid"]["transform"]
-    with reading(config["landcover"], "land cover"):
-        raw = _STATE["labels"].read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
-    masks = scheme.encode(raw, config["label_nodata"], unknown="ignore")
-    with reading(config["imagery"], "imagery"):
-        image, valid = _read_imagery(r0, r1, c0, c1)
-    valid = _finite_pixels(image, valid, config["image_nodata"])
-    if valid is not None:
-        masks[~valid] = IGNORE_INDEX
-    tmp = Path(config["tmp"])
-    sample = []
-    chips, dropped = [], 0
-    k = scheme.num_classes
-    # One stderr capture for the task's chips (writing() costs ~10 µs, a chip ~300 µs);
-    # switch() names the chip being written.
-    with writing(_store_name(tmp / chip_store.IMAGES, tmp)) as target:
-        for row, col, split in task["chips"]:
-            i, j = row - r0, col - c0
-            mask = masks[i : i + size, j : j + size]
-            hist = np.bincount(mask.ravel(), minlength=256)
-            labelled = int(hist[:k].sum())
-            nodata_fraction = 1.0 - labelled / mask.size
-            if nodata_fraction > config["max_nodata"] + 1e-12:
-                dropped += 1
-                continue
-            chip = image[:, i : i + size, j : j + size]
-            cid = chip_store.chip_id(row, col)
-            window = Window(col, row, size, size)
-            chip_transform = rasterio.windows.transform(window, transform)
-            image_rel = f"{chip_store.IMAGES}/{cid}.tif"
-            mask_rel = f"{chip_store.MASKS}/{cid}.tif"
-            target.switch(_store_name(tmp / image_rel, tmp))
-            _STATE["image_writer"].write(tmp / image_rel, chip, chip_transform)
-            target.switch(_store_name(tmp / mask_rel, tmp))
-            _STATE["mask_writer"].write(tmp / mask_rel, mask, chip_transform)
-            # A few random pixels per chip (seeded by its position, so any worker draws the same)
-            # give the band statistics without touching every pixel again.
-            rng = np.random.default_rng([config["seed"], row, col])
-            rr, cc = rng.integers(0, size, size=(2, SAMPLE_PER_CHIP))
-            if valid is not None:
-                keep = valid[i + rr, j + cc]
-                rr, cc = rr[keep], cc[keep]
-            sample.append(chip[:, rr, cc])
-            chips.append({
-                "id": cid, "split": split, "row_off": row, "col_off": col, "width": size,
-                "height": size, "nodata_fraction": nodata_fraction,
-                "class_fractions": (hist[:k] / mask.size).tolist(),
-                "class_pixels": hist[:k].tolist(),
-                "image": image_rel, "mask": mask_rel,
-                "bounds": rasterio.windows.bounds(window, transform),
-            })
+def _cut_task(task: ReadTask) -> TaskResult:
+    return _WORKER.cut(task)
+
+
+class _Runner:
+    """Runs a function over items in this process (``workers == 1``) or a process pool."""
+
+    def __init__(self, workers: int, job: TileJob):
+        self.workers = workers
+        self.job = job
+        self.pool = None
+
+    def __enter__(self) -> _Map:
+        if self.workers == 1:
+            _start_worker(self.job)
+            return lambda fn, items: map(fn, items)
+        # fork starts fast and inherits the imports; workers open their own datasets.
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        ctx = multiprocessing.get_context(method)
+        self.pool = ctx.Pool(self.workers, initializer=_start_worker, initargs=(self.job,))
+        return lambda fn, items: self.pool.imap(fn, items)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            if exc[0] is None:
+                self.pool.close()
+            else:
+                self.pool.terminate()
+            self.pool.join()
+        else:
+            _stop_worker()
+
+
+# -- the manifest -------------------------------------------------------------------------------
+
+
+def _manifest(sources: _Sources, scheme: ClassScheme, options: _Options, totals: _Totals,
+              dropped: dict[str, int], bands: list[BandStats]) -> dict[str, Any]:
+    """The store's ``manifest.json`` (docs/design.md, "Chip store")."""
+    from geospade import __version__
+
+    area = sources.alignment.window
     return {
-        "chips": chips, "dropped_nodata": dropped, "n": len(task["chips"]),
-        "sample": np.concatenate(sample, axis=1) if sample else None,
+        "format": chip_store.FORMAT,
+        "format_version": chip_store.FORMAT_VERSION,
+        "geospade_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "scheme": scheme.to_dict(),
+        "ignore_index": IGNORE_INDEX,
+        "chip_size": options.size,
+        "stride": options.stride,
+        "bands": [b.to_dict() for b in bands],
+        "counts": totals.counts,
+        "class_pixels": totals.class_pixels,
+        "sources": sources.facts,
+        "warped": sources.alignment.warped,
+        "area": {"row_off": area.row_off, "col_off": area.col_off,
+                 "width": area.width, "height": area.height},
+        "label_dtype": sources.label_dtype,
+        "options": options.to_manifest(scheme),
+        "dropped": dropped,
     }
-
-
-def _store_name(path: Path, tmp: Path) -> Path:
-    """The name ``path``, written in the store's temporary folder ``tmp``
-    (``.NAME.partial-XXXXXXXX``), will have in the finished store: the name errors give."""
-    return tmp.parent / tmp.name[1:].rsplit(".partial-", 1)[0] / path.relative_to(tmp)
-
-
-def _finite_pixels(image: np.ndarray, valid: np.ndarray | None,
-                   nodata: float | None) -> np.ndarray | None:
-    """``valid`` (None: all) less the pixels with a NaN or infinite value in any band.
-
-    Non-finite values are never data (issue 16): they would turn the band stats, and every
-    normalised chip, into NaN. Where the imagery has a nodata value, the whole pixel is set to
-    it in ``image`` (in place), so the chips written say "nodata" there too.
-    """
-    if image.dtype.kind != "f":
-        return valid
-    finite = np.isfinite(image).all(axis=0)
-    if finite.all():
-        return valid
-    if nodata is not None:
-        image[:, ~finite] = nodata
-    return finite if valid is None else valid & finite
 
 
 def _band_stats(names, dtype: str, nodata, samples) -> list[BandStats]:
@@ -703,8 +710,8 @@ def _band_stats(names, dtype: str, nodata, samples) -> list[BandStats]:
     mean and std (informational) from the sample of valid pixels of the kept chips.
 
     Every number is finite (the manifest is strict JSON): pixels with a non-finite band are
-    left out of the sample (:func:`_cut_task` already masks them), and a mean or std that
-    overflows float64 is None.
+    left out of the sample (:func:`geospade.raster.tiling_worker.finite_pixels` already masks
+    them), and a mean or std that overflows float64 is None.
     """
     fixed = fixed_range(dtype)
     sample = np.concatenate(samples, axis=1).astype(np.float64) if samples else None

@@ -12,14 +12,19 @@ from __future__ import annotations
 import numpy as np
 
 from geospade.errors import GeospadeError
-
-SPLITS = ("train", "val", "test")
+from geospade.formats.chip_store import SPLITS  # noqa: F401 - the order of assign_blocks' indices
 
 
 def chip_offsets(length: int, size: int, stride: int) -> list[int]:
     """Offsets of windows of ``size`` stepping by ``stride`` over ``length`` pixels.
 
-    The last window is shifted back so that it ends at ``length``.
+    The last window is shifted back so that it ends at ``length``. Chips and synthesis windows
+    (:func:`geospade.synthesis.plan.window_offsets`, stride = size - overlap) both step this way.
+
+    Args:
+        length: pixels to cover.
+        size: window size.
+        stride: pixels from one window to the next (positive).
 
     Returns:
         Sorted, distinct offsets; empty when ``size > length``.

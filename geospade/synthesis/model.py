@@ -15,11 +15,12 @@ import rasterio
 import torch
 
 from geospade.errors import GeospadeError, check_seed, first_line
-from geospade.formats.checkpoint import load_checkpoint, load_weights
+from geospade.formats.checkpoint import GeneratorForm, open_checkpoint
+from geospade.models.precision import Precision
 from geospade.normalization import BandStats, normalize
 from geospade.schemes import ClassScheme
 
-AMP_CHOICES = ("auto", "bf16", "none")
+AMP_CHOICES = (Precision.AUTO, Precision.BF16, Precision.NONE)
 
 # bf16 inference (with channels-last weights) is the default wherever the hardware has native
 # bf16: GPUs, and CPUs with AVX512-BF16 or AMX. On this project's AMD EPYC (AVX512-BF16, no AMX)
@@ -109,58 +110,33 @@ def load_synthesis_model(checkpoint: str | Path, device: str | torch.device | No
     Returns:
         A :class:`SynthesisModel`.
     """
-    from geospade.models import build_generator, resolve_device, synthesis_generator
+    from geospade.models import resolve_device
 
     check_seed(seed)
-    data = load_checkpoint(checkpoint)
+    ckpt = open_checkpoint(checkpoint)
     dev = resolve_device(device)
     amp = resolve_amp(amp, dev)
-    try:
-        scheme = ClassScheme.from_dict(data["scheme"])
-        bands = [BandStats.from_dict(b) for b in data["bands"]]
-        chip_size = int(data["chip_size"])
-        gen_config = dict(data["generator_config"])
-    except (TypeError, ValueError, KeyError) as exc:
-        raise GeospadeError(f"{checkpoint}: invalid checkpoint metadata ({exc})") from None
-    if not bands:
-        raise GeospadeError(f"{checkpoint}: checkpoint lists no bands")
-    generator = build_generator(gen_config)
-    if generator.num_classes != scheme.num_classes or generator.out_channels != len(bands):
-        raise GeospadeError(
-            f"{checkpoint}: generator has {generator.num_classes} classes and "
-            f"{generator.out_channels} bands, the checkpoint's scheme and bands "
-            f"{scheme.num_classes} and {len(bands)}"
-        )
-    if chip_size % generator.stride:
-        raise GeospadeError(f"{checkpoint}: chip size {chip_size} is not a multiple of the "
-                            f"generator's stride {generator.stride}")
-    part = "generator_ema" if data.get("generator_ema") else "generator"
-    load_weights(generator, data[part], checkpoint, part)
-    generator = synthesis_generator(generator, dev, torch.bfloat16 if amp == "bf16" else None,
-                                    channels_last=channels_last, fused=fused)
+    generator = ckpt.generator(GeneratorForm.INFERENCE, dev,
+                               torch.bfloat16 if amp == "bf16" else None,
+                               channels_last=channels_last, fused=fused)
     z = None
-    if style is not None and not (generator.use_vae and data.get("encoder")):
+    if style is not None and not (generator.use_vae and ckpt.has_encoder):
         raise GeospadeError(f"--style needs a checkpoint with a style encoder; {checkpoint} was "
                             "trained without one (--use-vae)")
     if generator.use_vae:
         if style is not None:
-            # The EMA encoder goes with the EMA generator (older checkpoints: the encoder).
-            z = _encode_style(style, data.get("encoder_ema", data["encoder"]),
-                              data.get("encoder_config"), bands,
-                              chip_size, generator.z_dim, dev)
+            image = _read_style_image(style, ckpt.bands, ckpt.chip_size)
+            z = _style_code(ckpt.style_encoder(dev), image, ckpt.bands, dev)
         else:
             rng = torch.Generator().manual_seed(int(seed))
             z = torch.randn(1, generator.z_dim, generator=rng).to(dev)
-    return SynthesisModel(generator, scheme, bands, chip_size, dev, amp, z,
-                          config=data.get("config") or {})
+    return SynthesisModel(generator, ckpt.scheme, list(ckpt.bands), ckpt.chip_size, dev, amp, z,
+                          config=ckpt.config)
 
 
-def _encode_style(style: str | Path, encoder_state: dict, encoder_config: dict | None,
-                  bands: Sequence[BandStats], chip_size: int, z_dim: int,
-                  device: torch.device) -> torch.Tensor:
-    """The style code of an image: the encoder's mean (deterministic), shape (1, z_dim)."""
-    from geospade.models import StyleEncoder
-
+def _read_style_image(style: str | Path, bands: Sequence[BandStats], chip_size: int
+                      ) -> np.ndarray:
+    """A style image's pixels ``(bands, chip_size, chip_size)``, resampled bilinearly."""
     path = Path(style)
     if not path.is_file():
         raise GeospadeError(f"style image not found: {path}")
@@ -180,33 +156,16 @@ def _encode_style(style: str | Path, encoder_state: dict, encoder_config: dict |
                         f"style image {path} has {src.dtypes[0]} bands, the checkpoint "
                         f"{np.dtype(bands[0].dtype).name}: give imagery like the training "
                         "imagery")
-                image = src.read(out_shape=(src.count, chip_size, chip_size),
-                                 resampling=rasterio.enums.Resampling.bilinear)
+                return src.read(out_shape=(src.count, chip_size, chip_size),
+                                resampling=rasterio.enums.Resampling.bilinear)
     except rasterio.errors.RasterioIOError as exc:
         raise GeospadeError(f"cannot read style image {path}: {first_line(exc)}"
                             ) from None
-    if encoder_config:
-        config = dict(encoder_config)
-    else:
-        # Older checkpoints: the encoder's width and spectral norm are read from its weights.
-        keys = [k for k in encoder_state if k.startswith("layers.0.0.")]
-        first = next((encoder_state[k] for k in keys if k.endswith("weight.original")
-                      or k == "layers.0.0.weight"), None)
-        if first is None:
-            raise GeospadeError("checkpoint's style encoder has an unknown layout")
-        config = {"in_channels": len(bands), "ndf": int(first.shape[0]), "z_dim": z_dim,
-                  "crop_size": chip_size,
-                  "spectral_norm": any("parametrizations" in k for k in keys)}
-    try:
-        encoder = StyleEncoder(**config)
-    except TypeError as exc:
-        raise GeospadeError(f"checkpoint's encoder_config is invalid ({exc})") from None
-    try:
-        encoder.load_state_dict(encoder_state)
-    except RuntimeError as exc:
-        raise GeospadeError(f"checkpoint's style encoder does not load ({str(exc)[:120]})"
-                            ) from None
-    encoder.eval().to(device)
+
+
+def _style_code(encoder: torch.nn.Module, image: np.ndarray, bands: Sequence[BandStats],
+                device: torch.device) -> torch.Tensor:
+    """The style code of ``image``: the encoder's mean (deterministic), shape (1, z_dim)."""
     x = torch.from_numpy(normalize(image, bands))[None].to(device)
     with torch.inference_mode():
         mu, _ = encoder(x)

@@ -14,13 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from geospade.errors import GeospadeError
+from geospade.models.precision import Precision
 from geospade.toml_files import read_toml
 
 GAN_MODES = ("hinge", "ls", "original")
 NORMS = ("spade", "clade")
 PARAM_FREE_NORMS = ("batch", "instance")
 UPSAMPLING = ("normal", "more", "most")
-AMP_MODES = ("none", "bf16", "fp16")
+DISCRIMINATORS = ("patchgan", "oasis")
+"""``patchgan``: multi-scale PatchGAN on (class map, image) pairs (SPADE); ``oasis``: per-pixel
+segmentation into the classes and "fake" (Schönfeld et al. 2021)."""
+AMP_MODES = tuple(p.value for p in (Precision.NONE, Precision.BF16, Precision.FP16))
+"""The :class:`~geospade.models.precision.Precision` values training takes (no ``auto``)."""
 DEFAULT_STEPS = 2000
 LENGTH_OPTIONS = ("steps", "epochs")
 """The two ways to say how long a run is; a run gives one of them."""
@@ -37,18 +42,24 @@ class TrainConfig:
         batch_size: chips per iteration (per process under torchrun).
         ngf: generator width (channels of its last block).
         ndf: discriminator width (channels of its first layer).
-        num_d: number of discriminator scales.
-        n_layers_d: conv layers per discriminator.
+        num_d: number of discriminator scales (PatchGAN).
+        n_layers_d: conv layers per discriminator (PatchGAN).
+        discriminator: ``patchgan`` (SPADE's multi-scale PatchGAN, with feature matching) or
+            ``oasis`` (a U-Net segmenting each pixel into the classes and "fake", with
+            class-balanced cross-entropy and LabelMix; no feature matching, no VGG needed).
         lr_g: generator learning rate (TTUR: lower than D's).
         lr_d: discriminator learning rate.
         beta1: Adam beta1.
         beta2: Adam beta2.
-        lambda_fm: weight of the discriminator feature-matching loss.
+        lambda_fm: weight of the discriminator feature-matching loss (PatchGAN).
         lambda_vgg: weight of the VGG19 perceptual loss (0 turns it off).
         lambda_kl: weight of the style encoder's KL loss (with ``use_vae``).
+        lambda_labelmix: weight of the LabelMix consistency loss (OASIS; 0 turns it off).
         gan_mode: ``hinge``, ``ls`` (least squares) or ``original`` (cross-entropy).
         use_vae: train a style encoder; the generator starts from its z.
         z_dim: size of the style code.
+        noise_dim: channels of OASIS-style noise beside the class map in the generator (one
+            N(0, 1) vector per image at every pixel; 0: none, one class map gives one image).
         norm: ``spade`` (conv net on the class map) or ``clade`` (per-class lookup; faster).
         param_free_norm: ``batch`` (frozen at inference: no seams when tiling) or ``instance``.
         num_upsampling_layers: ``normal`` (stride 32), ``more`` (64), ``most`` (128).
@@ -82,6 +93,7 @@ class TrainConfig:
     ndf: int = 64
     num_d: int = 2
     n_layers_d: int = 4
+    discriminator: str = "patchgan"
     lr_g: float = 1e-4
     lr_d: float = 4e-4
     beta1: float = 0.0
@@ -89,9 +101,11 @@ class TrainConfig:
     lambda_fm: float = 10.0
     lambda_vgg: float = 10.0
     lambda_kl: float = 0.05
+    lambda_labelmix: float = 10.0
     gan_mode: str = "hinge"
     use_vae: bool = False
     z_dim: int = 256
+    noise_dim: int = 0
     norm: str = "spade"
     param_free_norm: str = "batch"
     num_upsampling_layers: str = "normal"
@@ -123,6 +137,7 @@ class TrainConfig:
         choices = {
             "gan_mode": GAN_MODES, "norm": NORMS, "param_free_norm": PARAM_FREE_NORMS,
             "num_upsampling_layers": UPSAMPLING, "amp": AMP_MODES,
+            "discriminator": DISCRIMINATORS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -140,10 +155,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise GeospadeError(f"{name} must be positive, not {value}")
-        for name in ("preview_every", "val_every", "workers", "threads", "seed"):
+        for name in ("preview_every", "val_every", "workers", "threads", "seed", "noise_dim"):
             if getattr(self, name) < 0:
                 raise GeospadeError(f"{name} must be 0 or more, not {getattr(self, name)}")
-        for name in ("lr_g", "lr_d", "lambda_fm", "lambda_vgg", "lambda_kl"):
+        for name in ("lr_g", "lr_d", "lambda_fm", "lambda_vgg", "lambda_kl", "lambda_labelmix"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise GeospadeError(f"{name} must be a finite number >= 0, not {value}")

@@ -1,15 +1,22 @@
-"""Preview images written during training: class map | real | generated, one row per chip."""
+"""Images written during training: previews (class map | real | generated, one row per chip;
+``RUN/previews/step_N.png``) and validation bar charts (``RUN/validation/step_N.png``). Layout of
+the run folder: docs/design.md, "Run folder".
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
+from geospade.atomic import atomic_path
+from geospade.data.chips import ChipDataset
 from geospade.schemes import IGNORE_INDEX
 
 
@@ -65,10 +72,82 @@ def preview_grid(
 
 
 def save_png(array: np.ndarray, path: str | Path) -> Path:
-    """Write an RGB uint8 array as PNG under a temporary name, then rename it into place."""
+    """Write an RGB uint8 array as PNG, whole or not at all (:func:`~geospade.atomic.atomic_path`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+    return path
+
+
+def fixed_batch(dataset: ChipDataset, n: int) -> dict[str, torch.Tensor]:
+    """The first ``n`` chips of ``dataset``, not augmented: the same previews at every step.
+
+    Returns:
+        ``{"mask": (n, H, W), "image": (n, C, H, W)}``.
+    """
+    saved, dataset.augment = dataset.augment, False
+    try:
+        items = [dataset[i] for i in range(min(n, len(dataset)))]
+    finally:
+        dataset.augment = saved
+    return {"mask": torch.stack([i["mask"] for i in items]),
+            "image": torch.stack([i["image"] for i in items])}
+
+
+@torch.no_grad()
+def write_preview(generator: nn.Module, batch: dict[str, torch.Tensor], palette: np.ndarray,
+                  device: torch.device,
+                  autocast: Callable[[], contextlib.AbstractContextManager], path: Path) -> Path:
+    """Generate images for ``batch``'s class maps and save the :func:`preview_grid` as PNG.
+
+    Args:
+        generator: the generator to show (the EMA one).
+        batch: a :func:`fixed_batch`.
+        palette: ``(K, 3)`` uint8 class colours.
+        device: the generator's device.
+        autocast: returns the precision context of the forward pass.
+        path: the PNG file.
+
+    Returns:
+        ``path``.
+    """
+    with autocast():
+        fake = generator(batch["mask"].to(device)).float().cpu()
+    return save_png(preview_grid(batch["mask"], batch["image"], fake, palette), path)
+
+
+def save_validation_figure(summary: dict[str, Any], palette: np.ndarray, path: Path) -> Path:
+    """A bar chart of a validation summary's per-class spectral distances, as PNG.
+
+    Args:
+        summary: :func:`geospade.training.metrics.validation_summary`'s result.
+        palette: ``(K, 3)`` uint8 class colours (the bars' colours).
+        path: the PNG file.
+
+    Returns:
+        ``path``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n, d in zip(summary["classes"], summary["spectral_distance"], strict=True)
+             if d is not None]
+    values = [d for d in summary["spectral_distance"] if d is not None]
+    colours = [palette[summary["classes"].index(n)] / 255.0 for n in names]
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(names) + 1.2), dpi=100)
+    try:
+        ax.barh(names, values, color=colours, edgecolor="black")
+        ax.invert_yaxis()
+        ax.set_xlabel("spectral distance (1-D Wasserstein, normalised units; lower is better)")
+        ax.set_title(f"validation, step {summary['step']}")
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
     return path

@@ -15,6 +15,14 @@ Backward goes through the cached tensor's graph, as for a shared weight (the gen
 use each weight once; the discriminator's weights are frozen in this step). The discriminator
 step runs outside the cache, with its own power iteration.
 https://pytorch.org/docs/stable/generated/torch.nn.utils.parametrize.cached.html
+
+With an :class:`~geospade.models.oasis.OasisDiscriminator` (OASIS, Schönfeld et al. 2021) the
+discriminator segments images into the classes and "fake": the generator's adversarial loss is
+the class-balanced cross-entropy of its images toward their class map (no feature matching; a
+perceptual loss only if one is passed), and the discriminator step runs one batch of fake, real
+and LabelMix images: cross-entropies (real -> class, fake -> "fake") plus ``lambda_labelmix``
+times the LabelMix consistency. (One call, so one power iteration for all three, as the
+PatchGAN step's single call on real and fake.)
 """
 
 from __future__ import annotations
@@ -30,6 +38,14 @@ from torch.nn.utils import parametrize
 from geospade.models.encoder import StyleEncoder, kl_loss, reparameterize
 from geospade.models.generator import Generator
 from geospade.models.losses import discriminator_loss, feature_matching_loss, generator_loss
+from geospade.models.oasis import (
+    OasisDiscriminator,
+    labelmix,
+    labelmix_loss,
+    labelmix_mask,
+    oasis_discriminator_loss,
+    oasis_generator_loss,
+)
 
 Outputs = list[list[torch.Tensor]]
 
@@ -83,7 +99,9 @@ class TrainStep:
 
     Args:
         g_module: generator (and encoder) whose forward gives ``(fake, kl)``.
-        discriminator: the multi-scale discriminator.
+        discriminator: the multi-scale (PatchGAN) discriminator, or an
+            :class:`~geospade.models.oasis.OasisDiscriminator` (OASIS losses and LabelMix;
+            ``gan_mode`` and ``lambda_fm`` are then not used).
         opt_g: optimiser of ``g_module``'s parameters.
         opt_d: optimiser of the discriminator's parameters.
         ema: EMA copy of ``g_module.generator`` (``None``: no EMA update).
@@ -94,6 +112,7 @@ class TrainStep:
         vgg: perceptual loss module, or ``None``.
         lambda_vgg: its weight.
         lambda_kl: KL weight (used when ``g_module`` has an encoder).
+        lambda_labelmix: LabelMix weight with an OASIS discriminator (0 = off).
         autocast: returns the precision context of the forward passes.
         scaler_g, scaler_d: gradient scalers (fp16); ``None`` = disabled ones.
         g_train, d_train: the modules to call for G's forward and D's step (DDP wrappers of
@@ -109,7 +128,7 @@ class TrainStep:
                  ema_decay: float = 0.999,
                  gan_mode: str = "hinge", lambda_fm: float = 10.0,
                  vgg: nn.Module | None = None, lambda_vgg: float = 10.0,
-                 lambda_kl: float = 0.05,
+                 lambda_kl: float = 0.05, lambda_labelmix: float = 10.0,
                  autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
                  scaler_g: torch.amp.GradScaler | None = None,
                  scaler_d: torch.amp.GradScaler | None = None,
@@ -127,6 +146,8 @@ class TrainStep:
         self.vgg = vgg
         self.lambda_vgg = lambda_vgg
         self.lambda_kl = lambda_kl
+        self.lambda_labelmix = lambda_labelmix
+        self.oasis = isinstance(discriminator, OasisDiscriminator)
         self.autocast = autocast
         self.scaler_g = scaler_g or torch.amp.GradScaler("cuda", enabled=False)
         self.scaler_d = scaler_d or torch.amp.GradScaler("cuda", enabled=False)
@@ -142,20 +163,18 @@ class TrainStep:
             real: images (N, bands, H, W) in [-1, 1], on the models' device and memory format.
 
         Returns:
-            the losses (``g_gan``, ``g_fm``, ``g_vgg``, ``g_kl`` where used, and ``d``),
-            averaged over ranks under DDP.
+            the losses (``g_gan``, ``g_fm``, ``g_vgg``, ``g_kl`` where used, ``d_labelmix``
+            with OASIS, and ``d``, the discriminator's total), averaged over ranks under DDP.
         """
         discriminator = self.discriminator
         # Generator step: D's weights are frozen (its unwrapped module avoids DDP hooks).
         discriminator.requires_grad_(False)
         with self.autocast(), parametrize.cached():
             fake, kl = self.g_train(labels, real)
-            pred_fake = discriminator(labels, fake)
-            with torch.no_grad():
-                pred_real = discriminator(labels, real)
-            terms = {"g_gan": generator_loss(pred_fake, self.gan_mode)}
-            if self.lambda_fm > 0:
-                terms["g_fm"] = self.lambda_fm * feature_matching_loss(pred_fake, pred_real)
+            if self.oasis:
+                terms = {"g_gan": oasis_generator_loss(discriminator(fake), labels)}
+            else:
+                terms = self._patch_generator_terms(labels, real, fake)
             if self.vgg is not None:
                 terms["g_vgg"] = self.lambda_vgg * self.vgg(fake.float(), real)
             if kl is not None:
@@ -167,10 +186,14 @@ class TrainStep:
 
         # Discriminator step on the same (detached) images, real and fake in one batch.
         with self.autocast():
-            both = torch.cat([fake.detach(), real])
-            preds = self.d_train(torch.cat([labels, labels]), both)
-            d_fake, d_real = split_batch(preds)
-            loss_d = terms["d"] = discriminator_loss(d_real, d_fake, self.gan_mode)
+            if self.oasis:
+                terms.update(self._oasis_discriminator_terms(labels, real, fake.detach()))
+            else:
+                both = torch.cat([fake.detach(), real])
+                preds = self.d_train(torch.cat([labels, labels]), both)
+                d_fake, d_real = split_batch(preds)
+                terms["d"] = discriminator_loss(d_real, d_fake, self.gan_mode)
+            loss_d = terms["d"]
         stacked = torch.stack([v.detach().float() for v in terms.values()])
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             # Every rank sees a NaN on any rank, and stops with it.
@@ -190,3 +213,32 @@ class TrainStep:
         if self.encoder_ema is not None and self.g_module.encoder is not None:
             update_ema(self.encoder_ema, self.g_module.encoder, self.ema_decay)
         return values
+
+    def _patch_generator_terms(self, labels: torch.Tensor, real: torch.Tensor,
+                               fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The PatchGAN generator losses: adversarial and feature matching."""
+        pred_fake = self.discriminator(labels, fake)
+        with torch.no_grad():
+            pred_real = self.discriminator(labels, real)
+        terms = {"g_gan": generator_loss(pred_fake, self.gan_mode)}
+        if self.lambda_fm > 0:
+            terms["g_fm"] = self.lambda_fm * feature_matching_loss(pred_fake, pred_real)
+        return terms
+
+    def _oasis_discriminator_terms(self, labels: torch.Tensor, real: torch.Tensor,
+                                   fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The OASIS discriminator losses on one batch of fake, real (and LabelMix) images:
+        ``d_labelmix`` (when its weight is not 0) and ``d``, the total."""
+        images = [fake, real]
+        if self.lambda_labelmix > 0:
+            mask = labelmix_mask(labels, self.discriminator.num_classes)
+            images.append(labelmix(real, fake, mask))
+        logits = self.d_train(torch.cat(images)).chunk(len(images))
+        terms = {}
+        loss = oasis_discriminator_loss(logits[1], logits[0], labels)
+        if self.lambda_labelmix > 0:
+            terms["d_labelmix"] = self.lambda_labelmix * labelmix_loss(
+                logits[2], logits[1], logits[0], mask)
+            loss = loss + terms["d_labelmix"]
+        terms["d"] = loss
+        return terms
