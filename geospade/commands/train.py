@@ -13,7 +13,14 @@ from geospade.commands.options import (
     quiet_option,
     seed_option,
 )
-from geospade.training.config import AMP_MODES, GAN_MODES, NORMS, PARAM_FREE_NORMS, UPSAMPLING
+from geospade.training.config import (
+    AMP_MODES,
+    DISCRIMINATORS,
+    GAN_MODES,
+    NORMS,
+    PARAM_FREE_NORMS,
+    UPSAMPLING,
+)
 
 
 def _opt(name: str, type_, help_: str, **kw):
@@ -38,18 +45,30 @@ def _flag(name: str, help_: str):
 @batch_size_option(None, "Chips per iteration (per process). [4]")
 @_opt("--ngf", click.IntRange(min=2), "Generator width. [64]")
 @_opt("--ndf", click.IntRange(min=1), "Discriminator width. [64]")
-@_opt("--num-d", click.IntRange(min=1), "Discriminator scales. [2]")
-@_opt("--n-layers-d", click.IntRange(min=1), "Conv layers per discriminator scale. [4]")
+@_opt("--discriminator", click.Choice(DISCRIMINATORS), "patchgan: SPADE's multi-scale PatchGAN "
+      "on (class map, image) with feature matching; oasis: a U-Net that segments each pixel "
+      "into the classes or 'fake' (OASIS), trained with LabelMix, no VGG loss needed (with "
+      "--vgg-weights auto the VGG loss is then off). [patchgan]")
+@_opt("--num-d", click.IntRange(min=1), "Discriminator scales (patchgan). [2]")
+@_opt("--n-layers-d", click.IntRange(min=1), "Conv layers per discriminator scale (patchgan). "
+      "[4]")
 @_opt("--lr-g", float, "Generator learning rate (TTUR). [1e-4]")
 @_opt("--lr-d", float, "Discriminator learning rate (TTUR). [4e-4]")
 @_opt("--beta1", float, "Adam beta1. [0]")
 @_opt("--beta2", float, "Adam beta2. [0.9]")
-@_opt("--lambda-fm", float, "Weight of the feature-matching loss. [10]")
+@_opt("--lambda-fm", float, "Weight of the feature-matching loss (patchgan). [10]")
 @_opt("--lambda-vgg", float, "Weight of the VGG19 perceptual loss; 0 turns it off. [10]")
 @_opt("--lambda-kl", float, "Weight of the style encoder's KL loss (with --use-vae). [0.05]")
+@_opt("--lambda-labelmix", float, "Weight of the LabelMix loss (oasis): the discriminator must "
+      "segment a mix of real and generated pixels consistently with its two parts; 0 turns it "
+      "off. [10]")
 @_opt("--gan-mode", click.Choice(GAN_MODES), "Adversarial loss. [hinge]")
 @_flag("--use-vae/--no-vae", "Train a style encoder (multi-modal, style-guided output). [off]")
 @_opt("--z-dim", click.IntRange(min=1), "Size of the style code (with --use-vae). [256]")
+@_opt("--noise-dim", click.IntRange(min=0), "Noise channels beside the class map in the "
+      "generator (OASIS's 3D noise: one random vector per image at every pixel), so one class "
+      "map gives many images (synthesize --seed picks one); 0: none, one image per class map. "
+      "[0]")
 @_opt("--norm", click.Choice(NORMS), "spade (conv net on the class map) or clade (per-class "
       "lookup, faster). [spade]")
 @_opt("--param-free-norm", click.Choice(PARAM_FREE_NORMS), "Normalisation before modulation; "
@@ -62,12 +81,14 @@ def _flag(name: str, help_: str):
 @device_option(from_config=True)
 @_opt("--amp", click.Choice(AMP_MODES), "Mixed precision: bf16 (CUDA, or CPUs with native bf16) "
       "or fp16 (CUDA, with gradient scaling). [none]")
-@_flag("--channels-last/--no-channels-last", "Channels-last feature maps (fastest with bf16); "
-       "the parameters stay contiguous for fused Adam. [off]")
+@_flag("--channels-last/--no-channels-last", "Channels-last feature maps, what makes bf16 and "
+       "fp16 fast (no faster in fp32); the parameters stay contiguous for fused Adam. [auto: on "
+       "with --amp bf16 or fp16]")
 @seed_option("Seed of weights, data order, augmentation and noise. [0]", default=None)
 @_opt("--workers", click.IntRange(min=0), "DataLoader worker processes. [0]")
-@_opt("--threads", click.IntRange(min=0), "Torch CPU threads while training; 0 keeps torch's "
-      "default. On a small shared machine 1 can beat 2. [0]")
+@_opt("--threads", click.IntRange(min=0), "Torch CPU threads while training; 0: automatic, "
+      "from the CPUs free (OMP_NUM_THREADS, when set, is taken as the count). On a small shared "
+      "machine 1 can beat 2. [0]")
 @_flag("--augment/--no-augment", "Random flips and 90-degree rotations of train chips. [on]")
 @_opt("--ema-decay", float, "Decay of the generator weights' moving average. [0.999]")
 @_opt("--lr-decay-start", click.IntRange(min=0), "Step from which learning rates fall linearly "

@@ -15,15 +15,22 @@ Keys (format version 1)::
     format                "geospade-checkpoint"
     format_version        1
     step                  training steps done
-    config                the resolved training config (plain dict)
-    generator_config      keyword arguments of geospade.models.Generator (plain dict)
+    config                the resolved training config (plain dict; its "discriminator",
+                          "patchgan" or "oasis", says which discriminator the run trained)
+    generator_config      keyword arguments of geospade.models.Generator (plain dict;
+                          "noise_dim" only when the generator takes noise, > 0)
     scheme                ClassScheme.to_dict()
     bands                 [BandStats.to_dict(), ...]
     chip_size             chip size in pixels the model was trained on
     generator             generator state_dict
     generator_ema         EMA generator state_dict (what synthesize and evaluate use)
     discriminator         discriminator state_dict                              (resume only)
-    discriminator_config  keyword arguments of geospade.models.MultiscaleDiscriminator
+    discriminator_config  keyword arguments of the discriminator config["discriminator"] names:
+                          patchgan (or no such key, older checkpoints):
+                          geospade.models.MultiscaleDiscriminator (num_classes, in_channels,
+                          ndf, n_layers, num_d, spectral_norm); oasis:
+                          geospade.models.oasis.OasisDiscriminator (num_classes, in_channels,
+                          ndf, crop_size, depth, spectral_norm)
     encoder               style encoder state_dict, if --use-vae (else absent)
     encoder_ema           EMA style encoder state_dict, with encoder (what synthesize --style
                           uses; older checkpoints: absent, encoder is used)

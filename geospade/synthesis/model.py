@@ -1,9 +1,16 @@
 """The generator as synthesis runs it: loaded from a checkpoint in the precision and layout that
-suit the device, with the style code fixed for the whole raster.
+suit the device, with its random inputs fixed for the whole raster.
+
+A VAE generator's style code z and a noise generator's noise (``noise_dim > 0``, one vector that
+the generator repeats at every pixel) are drawn once, from the seed, and every window uses them:
+overlapping windows see the same inputs, so the raster has no seams, and ``--seed`` picks one of
+the images a class map can give, reproducibly. (The shared design asks that noise depend on the
+seed and global pixel coordinates only; noise constant over the raster does.)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +28,10 @@ from geospade.normalization import BandStats, normalize
 from geospade.schemes import ClassScheme
 
 AMP_CHOICES = (Precision.AUTO, Precision.BF16, Precision.NONE)
+
+NOISE_SEED_SALT = 0x6E6F697365
+"""The noise is drawn from ``seed ^ NOISE_SEED_SALT`` (:func:`noise_seed`), not from ``seed``
+itself, which draws z: two generators with one seed would give the same first numbers."""
 
 # bf16 inference (with channels-last weights) is the default wherever the hardware has native
 # bf16: GPUs, and CPUs with AVX512-BF16 or AMX. On this project's AMD EPYC (AVX512-BF16, no AMX)
@@ -40,6 +51,11 @@ class SynthesisModel:
         device: torch device.
         amp: "bf16" or "none".
         z: the style code ``(1, z_dim)`` shared by all windows (VAE generators), else None.
+        config: the checkpoint's training config.
+        noise: the noise ``(1, noise_dim)`` shared by all windows (generators with
+            ``noise_dim > 0``), else None.
+        seed: the seed ``noise`` (and a z not from a style image) was drawn from.
+        styled: z is a style image's code (:meth:`with_seed` keeps it).
     """
 
     generator: torch.nn.Module
@@ -50,21 +66,76 @@ class SynthesisModel:
     amp: str
     z: torch.Tensor | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    noise: torch.Tensor | None = None
+    seed: int = 0
+    styled: bool = False
 
-    def __call__(self, chips: np.ndarray) -> np.ndarray:
+    def __call__(self, chips: np.ndarray, noise: torch.Tensor | None = None) -> np.ndarray:
         """Class-index chips ``(N, S, S)`` uint8 -> imagery ``(N, bands, S, S)`` float32 in
-        [-1, 1]."""
+        [-1, 1].
+
+        Args:
+            chips: the class maps.
+            noise: for a noise generator, other noise than the model's: ``(1 or N,
+                noise_dim)`` (e.g. :func:`~geospade.models.make_noise`), one vector per chip
+                to draw N variants at once.
+
+        Raises:
+            GeospadeError: ``noise`` for a generator without noise, or of the wrong shape.
+        """
         labels = torch.from_numpy(chips).to(self.device, dtype=torch.long)
         z = None if self.z is None else self.z.expand(len(chips), -1)
+        noise = self.noise if noise is None else noise
         if self.amp == "bf16":
             ctx = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         else:
             ctx = torch.autocast(device_type=self.device.type, enabled=False)
         with torch.inference_mode(), ctx:
-            out = self.generator(labels, z)
+            out = self.generator(labels, z, noise=noise)
         # Row-major (N, C, H, W) float32 whatever the model's layout: the blending and
         # conversion after it are 4x slower on a channels-last array's band strides.
         return out.to(dtype=torch.float32, memory_format=torch.contiguous_format).cpu().numpy()
+
+    def with_seed(self, seed: int) -> SynthesisModel:
+        """The same model with its random inputs drawn from ``seed``: another variant of every
+        class map (the noise, and a VAE's z unless it came from a style image).
+
+        Raises:
+            GeospadeError: a negative seed.
+        """
+        check_seed(seed)
+        z, noise = seeded_inputs(self.generator, seed, self.device)
+        return dataclasses.replace(self, z=self.z if self.styled else z, noise=noise, seed=seed)
+
+
+def noise_seed(seed: int) -> int:
+    """The seed the noise of synthesis seed ``seed`` is drawn from (never ``seed`` itself)."""
+    return int(seed) ^ NOISE_SEED_SALT
+
+
+def seeded_inputs(generator: torch.nn.Module, seed: int, device: torch.device
+                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """A generator's random inputs for one raster, drawn from ``seed``.
+
+    Args:
+        generator: the generator (its ``use_vae``, ``z_dim`` and ``noise_dim``).
+        seed: the synthesis seed.
+        device: where the inputs go.
+
+    Returns:
+        ``(z, noise)``: the style code ``(1, z_dim)`` of a VAE generator and the noise ``(1,
+        noise_dim)`` of a noise generator, each None where the generator takes none.
+    """
+    from geospade.models import make_noise
+
+    z = noise = None
+    if getattr(generator, "use_vae", False):
+        rng = torch.Generator().manual_seed(int(seed))
+        z = torch.randn(1, generator.z_dim, generator=rng).to(device)
+    noise_dim = getattr(generator, "noise_dim", 0)
+    if noise_dim:
+        noise = make_noise(1, noise_dim, seed=noise_seed(seed), device=device)
+    return z, noise
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:
@@ -98,7 +169,8 @@ def load_synthesis_model(checkpoint: str | Path, device: str | torch.device | No
         checkpoint: checkpoint file written by ``geospade train``.
         device: "cpu", "cuda", "cuda:1" … (default: cuda when available).
         amp: "auto", "bf16" or "none".
-        seed: seed of the style code z of a VAE generator (ignored with ``style``).
+        seed: seed of the style code z of a VAE generator (ignored with ``style``) and of a
+            noise generator's noise; both are drawn once, for every window.
         style: an image (any GDAL raster with the checkpoint's bands) whose style the output
             takes; needs a checkpoint with a style encoder.
         channels_last: channels-last weights and feature maps (default: with bf16), for the
@@ -119,19 +191,15 @@ def load_synthesis_model(checkpoint: str | Path, device: str | torch.device | No
     generator = ckpt.generator(GeneratorForm.INFERENCE, dev,
                                torch.bfloat16 if amp == "bf16" else None,
                                channels_last=channels_last, fused=fused)
-    z = None
     if style is not None and not (generator.use_vae and ckpt.has_encoder):
         raise GeospadeError(f"--style needs a checkpoint with a style encoder; {checkpoint} was "
                             "trained without one (--use-vae)")
-    if generator.use_vae:
-        if style is not None:
-            image = _read_style_image(style, ckpt.bands, ckpt.chip_size)
-            z = _style_code(ckpt.style_encoder(dev), image, ckpt.bands, dev)
-        else:
-            rng = torch.Generator().manual_seed(int(seed))
-            z = torch.randn(1, generator.z_dim, generator=rng).to(dev)
+    z, noise = seeded_inputs(generator, seed, dev)
+    if style is not None:
+        image = _read_style_image(style, ckpt.bands, ckpt.chip_size)
+        z = _style_code(ckpt.style_encoder(dev), image, ckpt.bands, dev)
     return SynthesisModel(generator, ckpt.scheme, list(ckpt.bands), ckpt.chip_size, dev, amp, z,
-                          config=ckpt.config)
+                          config=ckpt.config, noise=noise, seed=seed, styled=style is not None)
 
 
 def _read_style_image(style: str | Path, bands: Sequence[BandStats], chip_size: int

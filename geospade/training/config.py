@@ -67,12 +67,15 @@ class TrainConfig:
         spade_hidden: channels of each SPADE layer's shared conv (unused by CLADE).
         device: ``auto`` (cuda when available, else cpu), ``cpu``, ``cuda``, ``cuda:1`` …
         amp: ``none``, ``bf16`` (CPU or CUDA) or ``fp16`` (CUDA, with gradient scaling).
-        channels_last: channels-last feature maps (faster convolutions with bf16); parameters
-            stay contiguous (see ``geospade.models.to_channels_last``).
+        channels_last: channels-last feature maps (faster convolutions with bf16 and fp16);
+            parameters stay contiguous (see ``geospade.models.to_channels_last``). None
+            (default): on with ``amp`` bf16 or fp16, off with fp32
+            (:meth:`TrainConfig.uses_channels_last`).
         seed: seed of weights, data order, augmentation and noise.
         workers: DataLoader worker processes.
-        threads: torch CPU threads during training (0: torch's default). On a small, shared
-            machine 1 can be much faster than 2 (threads wait on each other).
+        threads: torch CPU threads during training; 0: automatic, from the CPUs free
+            (:func:`geospade.threads.choose_threads`). On a small, shared machine 1 can be much
+            faster than 2 (threads wait on each other).
         augment: random flips / 90° rotations of the training chips.
         ema_decay: decay of the exponential moving average of the generator weights.
         lr_decay_start: step from which both learning rates fall linearly to zero at the last
@@ -113,7 +116,7 @@ class TrainConfig:
     spade_hidden: int = 128
     device: str = "auto"
     amp: str = "none"
-    channels_last: bool = False
+    channels_last: bool | None = None
     seed: int = 0
     workers: int = 0
     threads: int = 0
@@ -168,6 +171,14 @@ class TrainConfig:
             raise GeospadeError("Adam betas must be in [0, 1)")
         if self.lr_decay_start is not None and self.lr_decay_start < 0:
             raise GeospadeError(f"lr_decay_start must be 0 or more, not {self.lr_decay_start}")
+
+    def uses_channels_last(self) -> bool:
+        """Whether the run computes channels-last: ``channels_last``, or when that is None
+        (automatic), whether ``amp`` is bf16 or fp16 (channels-last is what makes their
+        convolutions fast; in fp32 it is no faster)."""
+        if self.channels_last is None:
+            return self.amp in (Precision.BF16.value, Precision.FP16.value)
+        return self.channels_last
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -4,6 +4,13 @@ One iteration is a generator step then a discriminator step (TTUR learning rates
 (0, 0.9) by default), followed by an update of the generator's exponential moving average (EMA),
 which is what ``synthesize`` uses. The discriminator step reuses the generator step's images
 (detached), so each iteration runs the generator forward once (:mod:`geospade.training.step`).
+The discriminator is SPADE's multi-scale PatchGAN or (``discriminator="oasis"``) OASIS's
+segmentation U-Net with LabelMix, which needs no VGG loss; the generator may take OASIS's 3D
+noise (``noise_dim``), drawn per image from torch's global RNG while training and from a fixed
+seed for previews and validation.
+
+The run starts by saying how fast it can be: precision, layout (channels-last by default with
+bf16/fp16) and torch's CPU threads (by default as many as CPUs are free).
 
 Runs are exactly resumable: data order and augmentation are functions of (seed, epoch, index)
 (:mod:`geospade.training.batches`); model, optimiser, EMA, gradient-scaler and RNG states are in
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -42,6 +50,7 @@ from geospade.models.precision import (
     to_channels_last,
 )
 from geospade.outputs import OutputLock, check_not_an_input, remove_stale_temporaries_in
+from geospade.threads import choose_threads, configure_threads, usable_cpus
 from geospade.training.batches import EpochSampler, epoch_batches
 from geospade.training.config import TrainConfig, given_options, resolve_config, to_toml
 from geospade.training.ddp import (
@@ -103,7 +112,7 @@ def train(
     allow_other_chips: bool = False,
     **overrides: Any,
 ) -> TrainResult:
-    """Train a SPADE generator on a chip store.
+    """Train a SPADE generator (PatchGAN or OASIS discriminator) on a chip store.
 
     Args:
         chips: chip store folder (``geospade tile``'s output).
@@ -140,9 +149,9 @@ def train(
         given = given_options(config, **overrides) if resume else None
         inputs = _open_inputs(chips, run_dir, cfg, given, allow_other_chips, ddp)
         folder = RunFolder(run_dir)
-        with _torch_threads(inputs.config.threads):
+        with _torch_threads(inputs.config.threads, ddp) as threads:
             try:
-                return _train(inputs, folder, overwrite, quiet, callback, ddp)
+                return _train(inputs, folder, overwrite, quiet, callback, ddp, threads)
             except BaseException:
                 if ddp.main and not resume:
                     folder.abort()
@@ -198,13 +207,38 @@ def _open_inputs(chips: str | Path, run_dir: Path, cfg: TrainConfig,
 
 
 @contextlib.contextmanager
-def _torch_threads(threads: int) -> Iterator[None]:
-    """torch's CPU threads at ``threads`` (0: unchanged) inside the block."""
+def _torch_threads(threads: int, ddp: DistContext) -> Iterator[str]:
+    """torch's CPU threads at ``threads`` inside the block; yields what was chosen, in words.
+
+    0 chooses automatically (:func:`geospade.threads.choose_threads`: the CPUs free), unless
+    ``OMP_NUM_THREADS`` is set, which is then taken as the request (``torchrun`` sets it to 1
+    for several processes per machine). Processes of one machine share its CPUs, so under
+    ``torchrun`` an automatic count is divided among them.
+    """
     before = torch.get_num_threads()
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if threads:
-        torch.set_num_threads(threads)
+        requested, asked = threads, f"--threads {threads}"
+    elif env.isdigit() and int(env) > 0:
+        requested, asked = int(env), f"OMP_NUM_THREADS={env}"
+    else:
+        requested, asked = None, None
+    chosen = choose_threads(requested)
+    cpus, local = usable_cpus(), int(os.environ.get("LOCAL_WORLD_SIZE", ddp.world))
+    if requested is None and local > 1:
+        chosen = max(1, min(chosen, cpus // local))
+    configure_threads(chosen)
+    count = f"{chosen} thread{'s' if chosen != 1 else ''}"
+    if local > 1:
+        count += f" per process ({local} processes)"
+    if asked is not None:
+        words = f"{count} ({asked}; {cpus} CPUs)"
+    elif local > 1:
+        words = f"{count} (automatic; {cpus} CPUs)"
+    else:  # automatic: the CPUs free are the threads chosen
+        words = f"{count} ({chosen} of {cpus} CPUs free)"
     try:
-        yield
+        yield words
     finally:
         torch.set_num_threads(before)
 
@@ -268,9 +302,12 @@ def _lr_factor(step: int, total: int, decay_start: int | None) -> float:
 
 
 def _train(inputs: _Inputs, folder: RunFolder, overwrite: bool, quiet: bool,
-           callback: Callback | None, ddp: DistContext) -> TrainResult:
-    """Plan, build, (resume,) train to the end and write the last outputs."""
+           callback: Callback | None, ddp: DistContext, threads: str) -> TrainResult:
+    """Plan, build, (resume,) train to the end and write the last outputs; ``threads``: the
+    thread choice in words."""
     plan = _plan(inputs, quiet, ddp)
+    # First: how fast this run can be (precision, layout, threads), before any other message.
+    _say_setup(inputs.config, plan, threads)
     state, vgg = _build_state(inputs, plan)
     try:
         val = ChipDataset(inputs.chips, "val")
@@ -316,7 +353,7 @@ def _build_state(inputs: _Inputs, plan: _Plan) -> tuple[TrainingState, nn.Module
     state = TrainingState(cfg, data, *models, device=plan.device, vgg=vgg is not None)
     if vgg is not None:
         vgg.to(device=plan.device)
-        if cfg.channels_last:
+        if cfg.uses_channels_last():
             to_channels_last(vgg, parameters=False)
     return state, vgg
 
@@ -326,6 +363,11 @@ def _build_vgg(cfg: TrainConfig, quiet: bool) -> nn.Module | None:
     if cfg.lambda_vgg == 0 or cfg.vgg_weights == "off":
         _say("perceptual (VGG) loss OFF (" + ("--lambda-vgg 0" if cfg.lambda_vgg == 0
                                               else "--vgg-weights off") + ")", quiet)
+        return None
+    if cfg.discriminator == "oasis" and cfg.vgg_weights == "auto":
+        # OASIS trains without it (Schönfeld et al. 2021); a path given on purpose is used.
+        _say("perceptual (VGG) loss OFF (OASIS needs no VGG loss; --vgg-weights PATH to use "
+             "it anyway)", quiet)
         return None
     path = None if cfg.vgg_weights == "auto" else cfg.vgg_weights
     loss, message = load_vgg_loss(path, download=True)
@@ -354,8 +396,9 @@ def _train_step(state: TrainingState, vgg: nn.Module | None, plan: _Plan, ddp: D
         state.g_module, state.discriminator, state.opt_g, state.opt_d,
         ema=state.generator_ema, encoder_ema=state.encoder_ema, ema_decay=cfg.ema_decay,
         gan_mode=cfg.gan_mode, lambda_fm=cfg.lambda_fm, vgg=vgg, lambda_vgg=cfg.lambda_vgg,
-        lambda_kl=cfg.lambda_kl, autocast=plan.autocast, scaler_g=state.scaler_g,
-        scaler_d=state.scaler_d, g_train=g_train, d_train=d_train, check=check,
+        lambda_kl=cfg.lambda_kl, lambda_labelmix=cfg.lambda_labelmix, autocast=plan.autocast,
+        scaler_g=state.scaler_g, scaler_d=state.scaler_d, g_train=g_train, d_train=d_train,
+        check=check,
     )
 
 
@@ -367,7 +410,7 @@ def _run_steps(state: TrainingState, train_step: TrainStep, dataset: ChipDataset
     raises again.
     """
     cfg = state.config
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    memory_format = torch.channels_last if cfg.uses_channels_last() else torch.contiguous_format
     losses: dict[str, float] = {}
     batches = epoch_batches(dataset, plan.sampler, state.step, cfg.batch_size, cfg.seed,
                             cfg.workers, pin_memory=plan.device.type == "cuda")
@@ -437,7 +480,7 @@ class _RunOutputs:
         if cfg.preview_every and step % cfg.preview_every == 0:
             write_preview(self.state.generator_ema, self.preview_batch, self.palette,
                           self.plan.device, self.plan.autocast,
-                          self.folder.path / "previews" / f"step_{step:07d}.png")
+                          self.folder.path / "previews" / f"step_{step:07d}.png", seed=cfg.seed)
         if self.val is not None and cfg.val_every and step % cfg.val_every == 0:
             self.validate()
         if step % cfg.checkpoint_every == 0 and step < self.plan.total:
@@ -451,7 +494,8 @@ class _RunOutputs:
         assert self.val is not None
         cfg, step = self.state.config, self.state.step
         summary = validation_summary(self.state.generator_ema, self.val, step, cfg.val_chips,
-                                     cfg.batch_size, self.plan.device, self.plan.autocast)
+                                     cfg.batch_size, self.plan.device, self.plan.autocast,
+                                     seed=cfg.seed)
         append_validation(self.folder.path / VALIDATION_NAME, summary)
         save_validation_figure(summary, self.val.scheme.palette(),
                                self.folder.path / "validation" / f"step_{step:07d}.png")
@@ -491,6 +535,13 @@ class _RunOutputs:
 
 
 # -- messages -----------------------------------------------------------------------------------
+
+
+def _say_setup(cfg: TrainConfig, plan: _Plan, threads: str) -> None:
+    """E.g. "bf16, channels-last, 2 threads (2 of 2 CPUs free)"."""
+    precision = "fp32" if plan.precision is Precision.NONE else str(plan.precision)
+    layout = "channels-last" if cfg.uses_channels_last() else "contiguous"
+    _say(f"{precision}, {layout}, {threads}", plan.quiet)
 
 
 def _say_start(dataset: ChipDataset, plan: _Plan, step: int, ddp: DistContext) -> None:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from geospade.data.chips import ChipDataset
+from geospade.training.preview import random_inputs
 from geospade.training.validation import mean_colour_error, spectral_distance
 
 METRICS_NAME = "metrics.csv"
@@ -92,8 +93,8 @@ class MetricsLog:
 @torch.no_grad()
 def validation_summary(ema: nn.Module, val: ChipDataset, step: int, max_chips: int,
                        batch_size: int, device: torch.device,
-                       autocast: Callable[[], contextlib.AbstractContextManager]
-                       ) -> dict[str, Any]:
+                       autocast: Callable[[], contextlib.AbstractContextManager],
+                       seed: int = 0) -> dict[str, Any]:
     """Per-class spectral distance and mean-colour error of the EMA generator on val chips.
 
     Args:
@@ -104,6 +105,9 @@ def validation_summary(ema: nn.Module, val: ChipDataset, step: int, max_chips: i
         batch_size: chips per generator call.
         device: the generator's device.
         autocast: returns the precision context of the forward passes.
+        seed: seed of the generator's random inputs (VAE code, noise): the same draw at every
+            validation, and torch's global RNG untouched
+            (:func:`geospade.training.preview.random_inputs`).
 
     Returns:
         ``step``, ``classes``, ``spectral_distance`` and ``mean_colour_error`` (per class, None
@@ -112,11 +116,13 @@ def validation_summary(ema: nn.Module, val: ChipDataset, step: int, max_chips: i
     k = val.scheme.num_classes
     masks, reals, fakes = [], [], []
     count = min(max_chips, len(val))
+    rng = torch.Generator().manual_seed(seed)
     for start in range(0, count, batch_size):
         items = [val[i] for i in range(start, min(start + batch_size, count))]
         mask = torch.stack([i["mask"] for i in items])
         with autocast():
-            fakes.append(ema(mask.to(device)).float().cpu())
+            fakes.append(ema(mask.to(device), **random_inputs(ema, len(mask), rng, device))
+                         .float().cpu())
         masks.append(mask)
         reals.append(torch.stack([i["image"] for i in items]))
     mask, real, fake = torch.cat(masks), torch.cat(reals), torch.cat(fakes)

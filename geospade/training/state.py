@@ -26,6 +26,7 @@ from geospade.formats.checkpoint import load_weights
 from geospade.models.discriminator import MultiscaleDiscriminator
 from geospade.models.encoder import StyleEncoder
 from geospade.models.generator import Generator
+from geospade.models.oasis import OasisDiscriminator, oasis_depth
 from geospade.models.precision import Precision, parse_precision, to_channels_last
 from geospade.normalization import BandStats
 from geospade.schemes import ClassScheme
@@ -39,12 +40,19 @@ trains on (``--resume`` refuses another store without ``--allow-other-chips``)."
 _STRIDES = {"normal": 32, "more": 64, "most": 128}
 
 
+Discriminator = MultiscaleDiscriminator | OasisDiscriminator
+
+
 def build_models(cfg: TrainConfig, num_classes: int, bands: int, chip_size: int
-                 ) -> tuple[Generator, MultiscaleDiscriminator, StyleEncoder | None]:
+                 ) -> tuple[Generator, Discriminator, StyleEncoder | None]:
     """The untrained generator, discriminator and (with ``use_vae``) style encoder of ``cfg``.
 
+    The discriminator is SPADE's multi-scale PatchGAN, or with ``cfg.discriminator == "oasis"``
+    OASIS's segmentation U-Net (:class:`~geospade.models.oasis.OasisDiscriminator`).
+
     Args:
-        cfg: the training config (widths, norms, upsampling, spectral norm, VAE).
+        cfg: the training config (widths, norms, upsampling, spectral norm, VAE, noise,
+            discriminator).
         num_classes: classes of the scheme.
         bands: imagery bands.
         chip_size: chip size in pixels.
@@ -60,7 +68,7 @@ def build_models(cfg: TrainConfig, num_classes: int, bands: int, chip_size: int
             num_classes, bands, ngf=cfg.ngf, num_upsampling_layers=cfg.num_upsampling_layers,
             crop_size=chip_size, norm=cfg.norm, param_free_norm=cfg.param_free_norm,
             use_vae=cfg.use_vae, z_dim=cfg.z_dim, spectral_norm=cfg.spectral_norm,
-            hidden=cfg.spade_hidden,
+            hidden=cfg.spade_hidden, noise_dim=cfg.noise_dim,
         )
     except GeospadeError as exc:
         if "multiple of" not in str(exc):
@@ -72,13 +80,33 @@ def build_models(cfg: TrainConfig, num_classes: int, bands: int, chip_size: int
             f"(num_upsampling_layers={cfg.num_upsampling_layers}); tile with --size a "
             f"multiple of {stride} or choose fewer upsampling layers"
         ) from None
-    discriminator = MultiscaleDiscriminator(**discriminator_config(cfg, num_classes, bands))
+    config = discriminator_config(cfg, num_classes, bands, chip_size)
+    discriminator: Discriminator = (OasisDiscriminator(**config) if cfg.discriminator == "oasis"
+                                    else MultiscaleDiscriminator(**config))
     encoder = StyleEncoder(**encoder_config(cfg, bands, chip_size)) if cfg.use_vae else None
     return generator, discriminator, encoder
 
 
-def discriminator_config(cfg: TrainConfig, num_classes: int, bands: int) -> dict[str, Any]:
-    """Keyword arguments of :class:`MultiscaleDiscriminator` (``discriminator_config``)."""
+def discriminator_config(cfg: TrainConfig, num_classes: int, bands: int, chip_size: int
+                         ) -> dict[str, Any]:
+    """Keyword arguments of the discriminator ``cfg.discriminator`` names (checkpoint
+    ``discriminator_config``).
+
+    Args:
+        cfg: the training config.
+        num_classes: classes of the scheme.
+        bands: imagery bands.
+        chip_size: chip size in pixels (OASIS: it sets the U-Net's depth, stored resolved so
+            that the checkpoint does not depend on :func:`~geospade.models.oasis.oasis_depth`).
+
+    Returns:
+        :class:`MultiscaleDiscriminator`'s (``patchgan``) or :class:`OasisDiscriminator`'s
+        (``oasis``) arguments.
+    """
+    if cfg.discriminator == "oasis":
+        return {"num_classes": num_classes, "in_channels": bands, "ndf": cfg.ndf,
+                "crop_size": chip_size, "depth": oasis_depth(chip_size),
+                "spectral_norm": cfg.spectral_norm}
     return {"num_classes": num_classes, "in_channels": bands, "ndf": cfg.ndf,
             "n_layers": cfg.n_layers_d, "num_d": cfg.num_d, "spectral_norm": cfg.spectral_norm}
 
@@ -122,7 +150,7 @@ class TrainingState:
     """
 
     def __init__(self, config: TrainConfig, data: TrainingData, generator: Generator,
-                 discriminator: MultiscaleDiscriminator, encoder: StyleEncoder | None,
+                 discriminator: Discriminator, encoder: StyleEncoder | None,
                  device: torch.device, vgg: bool) -> None:
         self.config, self.data, self.device, self.vgg = config, data, device, vgg
         self.generator, self.discriminator, self.encoder = generator, discriminator, encoder
@@ -130,7 +158,7 @@ class TrainingState:
         self.encoder_ema = None if encoder is None else _frozen_copy(encoder)
         for module in self._modules().values():
             module.to(device=device)
-            if config.channels_last:  # feature maps only: trained parameters stay contiguous
+            if config.uses_channels_last():  # feature maps only: trained parameters stay contiguous
                 to_channels_last(module, parameters=False)
         # Generator and encoder train as one module (DDP wraps them together); its parameter
         # order is the order of the optimiser state in checkpoints.
@@ -186,7 +214,8 @@ class TrainingState:
             "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict(),
             "rng": rng_state(self.device), "vgg": self.vgg,
             CHIPS_IDENTITY_KEY: data.chips_sha256,
-            "discriminator_config": discriminator_config(cfg, num_classes, bands),
+            "discriminator_config": discriminator_config(cfg, num_classes, bands,
+                                                         data.chip_size),
         }
         if self.encoder is not None and self.encoder_ema is not None:
             payload["encoder"] = _cpu_state(self.encoder)
