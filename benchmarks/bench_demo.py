@@ -27,8 +27,9 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out or tempfile.mkdtemp(prefix="geospade-bench-demo-")
     start = time.perf_counter()
-    result = run_demo(out, overrides={"landscape": {"width": args.size, "height": args.size},
-                                      "train": {"steps": args.steps}}, force="all", quiet=True)
+    overrides = {"landscape": {"width": args.size, "height": args.size},
+                 "train": {"steps": args.steps}}
+    result = run_demo(out, data="landscape", overrides=overrides, force="all", quiet=True)
     total = time.perf_counter() - start
     print(f"geospade demo: {args.size} x {args.size} px, {args.steps} steps, "
           f"{os.cpu_count()} CPUs, torch threads 1 (run_demo's default), "

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 import geospade
+from geospade.evaluation.utility import UtilitySettings
 from geospade.formats.chip_store import open_chip_store
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -53,7 +54,8 @@ DATA = {
 # Everything but the discriminator and the noise is shared: small SPADE generator, bf16 where the
 # CPU has it, no VGG loss (no weight download; OASIS needs none).
 BASE = dict(batch_size=8, ngf=16, ndf=16, norm="spade", spade_hidden=32, lambda_vgg=0.0,
-            vgg_weights="off", checkpoint_every=0, preview_every=0, val_every=0, log_every=0)
+            vgg_weights="off", checkpoint_every=100_000, preview_every=0, val_every=0,
+            log_every=50)
 
 CONFIGS = {
     "spade-patchgan": dict(discriminator="patchgan", num_d=2, n_layers_d=4),
@@ -109,15 +111,16 @@ def _seconds_per_iter(chips: Path, run: Path, settings: dict) -> float:
 
 
 def _evaluate(checkpoint: Path, chips: Path, tstr_seeds: int, out: Path) -> dict:
+    utility = UtilitySettings(seeds=tuple(range(tstr_seeds)))
     return geospade.evaluate(checkpoint, chips, split="val", out=out, figure=False,
-                             utility_seeds=tstr_seeds, overwrite=True, quiet=True)
+                             utility=utility, overwrite=True, quiet=True)
 
 
 def _add(row: Row, report: dict) -> None:
     utility = report["utility"]
-    row.utility += utility["utility_ratio"]["values"]
-    row.gain += utility["augmentation_gain"]["values"]
-    row.class_mean += utility["class_mean_ratio"]["values"]
+    row.utility += utility["utility_ratio"]["per_seed"]
+    row.gain += utility["augmentation_gain"]["per_seed"]
+    row.class_mean += utility["class_mean_ratio"]["per_seed"]
     model, mean = report["methods"]["model"], report["methods"]["class_mean"]
     row.w1_vs_mean.append(model["wasserstein"]["mean"] / mean["wasserstein"]["mean"])
     row.texture.append(model["texture"]["mean_ratio"])
@@ -144,13 +147,18 @@ def main() -> None:
     store = open_chip_store(chips)
     print(f"chips: {store.counts} ({store.chip_size} px, {len(store.bands)} bands, "
           f"{store.num_classes} classes)")
+    names = args.configs.split(",")
+    # Timing first, for every configuration, so that only these few minutes need a quiet
+    # machine; training and evaluation then run for a fixed number of steps.
+    timings = {name: _seconds_per_iter(chips, args.work / args.data / name / "timing",
+                                       {**BASE, **CONFIGS[name], "amp": amp}) for name in names}
+    print("s/iter: " + ", ".join(f"{n} {t:.3f}" for n, t in timings.items()), flush=True)
     rows = []
-    for name in args.configs.split(","):
+    for name in names:
         settings = {**BASE, **CONFIGS[name], "amp": amp}
         run = args.work / args.data / name
-        s_iter = _seconds_per_iter(chips, run / "timing", settings)
-        steps = max(50, int(args.minutes * 60 / s_iter))
-        row = Row(name, s_iter, steps)
+        steps = max(50, int(args.minutes * 60 / timings[name]))
+        row = Row(name, timings[name], steps)
         for seed in range(args.gan_seeds):
             geospade.train(chips, run / f"seed{seed}", steps=steps, seed=seed, overwrite=True,
                            quiet=True, **settings)
@@ -158,8 +166,7 @@ def main() -> None:
                                run / f"seed{seed}" / "report.json")
             _add(row, report)
         rows.append(row)
-        print(f"  {name}: {steps} steps at {s_iter:.3f} s/iter; utility "
-              f"{_spread(row.utility)}", flush=True)
+        print(f"  {name}: {steps} steps; utility {_spread(row.utility)}", flush=True)
     _print_table(args, rows)
     (args.work / args.data / "table.json").write_text(json.dumps([r.__dict__ for r in rows]))
 

@@ -2,8 +2,9 @@
 
     python examples/edit_fields_to_forest.py [DEMO_DIR] [--fields N]
 
-Uses the outputs of `geospade demo` (default folder: geospade-demo; run the demo first). It
-turns the N largest low-vegetation (field) patches of the demo land cover into polygons, writes
+Uses the outputs of `geospade demo --data landscape` (default folder: geospade-demo; run that
+first). It turns the N largest low-vegetation (field) patches of the demo land cover into
+polygons, writes
 them to ``edits.gpkg`` with the class "tree canopy and shrubs", synthesizes the land cover with
 those edits, and writes ``before.png`` / ``after.png`` (RGB of the synthetic imagery, without and
 with the edits) and ``edited_landcover.tif`` next to them.
@@ -57,8 +58,8 @@ def main() -> None:
     landcover = demo / "landscape" / "landcover.tif"
     checkpoint = demo / "run" / "checkpoint.pt"
     if not (landcover.is_file() and checkpoint.is_file()):
-        raise SystemExit(f"run `geospade demo -o {demo}` first ({landcover} or {checkpoint} "
-                         "is missing)")
+        raise SystemExit(f"run `geospade demo --data landscape -o {demo}` first ({landcover} "
+                         f"or {checkpoint} is missing)")
 
     edits = field_polygons(landcover, args.fields)
     edits_path = demo / "edits.gpkg"

@@ -16,14 +16,16 @@ import click
 
 from geospade import __version__
 from geospade.errors import GeospadeError, out_of_room, read_failure, room_error
+from geospade.log import get_logger, log_to_stderr
 
 COMMANDS = {
     "tile": "Cut land cover + imagery into aligned mask/image chips (a chip store).",
     "train": "Train a SPADE generator on a chip store.",
     "synthesize": "Turn a land-cover raster (optionally edited) into a georeferenced GeoTIFF/COG.",
+    "generate": "Paint a synthetic chip store over a real chip store's masks (training data).",
     "stitch": "Join overlapping georeferenced tiles into one seamless GeoTIFF/COG.",
     "evaluate": "Measure how real generated imagery is, class by class.",
-    "demo": "Generate a demo landscape and run tile -> train -> synthesize -> evaluate.",
+    "demo": "Run tile -> train -> synthesize -> evaluate on demo data (Zion, or a landscape).",
     "run": "Run a pipeline config (tile -> train -> synthesize -> evaluate), skipping done stages.",
     "info": "Describe a raster, chip store or checkpoint.",
 }
@@ -76,8 +78,31 @@ def _reworded(exc: BaseException, args: list[str]) -> GeospadeError | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the console script: run the CLI, turning errors into one-line messages."""
+    """Entry point of the console script: run the CLI, turning errors into one-line messages.
+
+    Status and progress go through :mod:`logging`; for the command's run, a handler prints
+    them as plain lines on stderr (``geospade train: …``). ``-q`` keeps them quiet through the
+    library's ``quiet`` arguments. Called in-process (tests, a script), the ``geospade``
+    logger is left as it was found.
+    """
+    from geospade.threads import use_passive_wait
+    use_passive_wait()  # OpenMP reads its wait policy once, when a command first imports torch
     args = list(sys.argv[1:] if argv is None else argv)
+    logger = get_logger()
+    level, handlers = logger.level, list(logger.handlers)
+    log_to_stderr()
+    try:
+        _run(args)
+    finally:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        for handler in handlers:
+            logger.addHandler(handler)
+        logger.setLevel(level)
+
+
+def _run(args: list[str]) -> None:
+    """Run the command line ``args``; every failure ends in one line on stderr and an exit."""
     try:
         # make_context + invoke (rather than cli.main) lets Ctrl-C reach the handler below
         # untouched, so the interrupt message is one line too.

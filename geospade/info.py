@@ -33,25 +33,44 @@ def describe(path: str | Path) -> dict[str, Any]:
 
     try:
         with rasterio.open(path) as src:
-            return {
-                "kind": "raster",
-                "path": str(path),
-                "driver": src.driver,
-                "width": src.width,
-                "height": src.height,
-                "count": src.count,
-                "dtypes": list(src.dtypes),
-                "nodata": src.nodata,
-                "crs": src.crs.to_string() if src.crs else None,
-                "transform": list(src.transform)[:6],
-                "bounds": list(src.bounds),
-                "descriptions": list(src.descriptions),
-                "block_shapes": [list(s) for s in src.block_shapes],
-                "overviews": src.overviews(1),
-                "compression": src.compression.value if src.compression else None,
-            }
+            return _describe_raster(path, src)
     except rasterio.errors.RasterioIOError as exc:
         raise GeospadeError(f"{path} is not a raster, chip store or checkpoint ({exc})") from None
+
+
+def _describe_raster(path: Path, src: Any) -> dict[str, Any]:
+    """The facts of an open raster, with geospade's provenance tags and class names."""
+    from rasterio.enums import MaskFlags
+
+    from geospade.provenance import read_tags
+    from geospade.raster.strip_writer import read_category_names
+
+    facts = {
+        "kind": "raster",
+        "path": str(path),
+        "driver": src.driver,
+        "width": src.width,
+        "height": src.height,
+        "count": src.count,
+        "dtypes": list(src.dtypes),
+        "nodata": src.nodata,
+        "crs": src.crs.to_string() if src.crs else None,
+        "transform": list(src.transform)[:6],
+        "bounds": list(src.bounds),
+        "descriptions": list(src.descriptions),
+        "block_shapes": [list(s) for s in src.block_shapes],
+        "overviews": src.overviews(1),
+        "compression": src.compression.value if src.compression else None,
+        "mask": "internal mask" if any(
+            MaskFlags.per_dataset in f for f in src.mask_flag_enums) else None,
+    }
+    provenance = read_tags(src.tags())
+    if provenance:
+        facts["provenance"] = provenance
+    classes = read_category_names(path)
+    if classes:
+        facts["classes"] = classes
+    return facts
 
 
 def _describe_chip_store(path: Path) -> dict[str, Any]:
@@ -70,7 +89,20 @@ def _describe_chip_store(path: Path) -> dict[str, Any]:
         "chip_size": store.chip_size,
         "stride": store.stride,
         "counts": store.counts,
+        "rgb": list(store.rgb) if store.rgb is not None else None,
+        "fraction_columns": store.fraction_columns,
+        "geospade_version": store.manifest.get("geospade_version"),
+        "created": store.manifest.get("created"),
+        "sources": _sources(store.manifest.get("sources")),
     }
+
+
+def _sources(sources: Any) -> dict[str, Any]:
+    """The manifest's sources as ``{role: path}`` (the full facts stay in the manifest)."""
+    if not isinstance(sources, dict):
+        return {}
+    return {role: (facts.get("path") if isinstance(facts, dict) else facts)
+            for role, facts in sources.items()}
 
 
 def _describe_checkpoint(path: Path) -> dict[str, Any]:

@@ -26,6 +26,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 ROOT = "geospade"
+PROGRESS_INTERVAL = 30.0
+"""Seconds between progress lines off a terminal, unless a call passes ``interval``; set it
+(``geospade.log.PROGRESS_INTERVAL = 300``) for sparser logs."""
+_PROGRESS = "geospade_progress"
+"""The attribute of a progress line's log record that holds the description it starts with."""
 
 
 def get_logger(stage: str | None = None) -> logging.Logger:
@@ -47,7 +52,11 @@ class _CurrentStderr(logging.StreamHandler):
 
 
 class PlainFormatter(logging.Formatter):
-    """``geospade STAGE: message`` for information, ``geospade: warning: message`` above."""
+    """``geospade STAGE: message`` for information, ``geospade: warning: message`` above.
+
+    A progress line whose description is its stage reads ``geospade train: 120/1500 …``,
+    not ``geospade train: train: 120/1500 …``.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
@@ -56,6 +65,8 @@ class PlainFormatter(logging.Formatter):
         if record.levelno >= logging.WARNING:
             return f"{ROOT}: {record.levelname.lower()}: {message}"
         stage = record.name.removeprefix(ROOT).lstrip(".")
+        if stage and getattr(record, _PROGRESS, None) == stage:
+            message = message.removeprefix(f"{stage}: ")
         return f"{ROOT} {stage}: {message}" if stage else f"{ROOT}: {message}"
 
 
@@ -102,11 +113,17 @@ def _duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
+def _number(value: float) -> str:
+    # Three significant digits, but never "2.23e+03".
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def _rate(done: float, elapsed: float, unit: str) -> str:
     if done <= 0 or elapsed <= 0:
         return f"? {unit}/s"
     per_second = done / elapsed
-    return f"{per_second:.3g} {unit}/s" if per_second >= 1 else f"{1 / per_second:.3g} s/{unit}"
+    return (f"{_number(per_second)} {unit}/s" if per_second >= 1
+            else f"{_number(1 / per_second)} s/{unit}")
 
 
 class Progress:
@@ -134,6 +151,7 @@ class Progress:
         self._logging = shown and not on_tty
         self._start = self._last = clock()
         self._closed = False
+        self._reported = False  # a periodic line was logged: the stage was long enough to tell
 
     def __iter__(self) -> Iterator[Any]:
         if self.iterable is None:
@@ -142,14 +160,17 @@ class Progress:
             for item in self.iterable:
                 yield item
                 self.update()
-        finally:
-            self.close()
+        except BaseException:  # a failure or a break (GeneratorExit): no "done" line
+            self.close(final=False)
+            raise
+        self.close()
 
     def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        # A stage that failed logs no final "in 12s" line: its error is the last word.
+        self.close(final=exc_type is None)
 
     def update(self, n: int = 1) -> None:
         """Count ``n`` more done; log a line if ``interval`` seconds passed since the last."""
@@ -160,7 +181,8 @@ class Progress:
             now = self._clock()
             if now - self._last >= self._interval:
                 self._last = now
-                self._logger.info(self.line(now))
+                self._reported = True
+                self._log(self.line(now))
 
     def set_postfix(self, **values: Any) -> None:
         """Extra ``key=value`` pairs (losses, …) for the bar and the log lines."""
@@ -184,19 +206,24 @@ class Progress:
             parts.append(self._postfix)
         return f"{self.desc}: {', '.join(parts)}" if self.desc else ", ".join(parts)
 
-    def close(self) -> None:
-        """End the bar, or log the final line (when anything was done)."""
+    def close(self, final: bool = True) -> None:
+        """End the bar, or log the final line (when ``final`` and the stage lasted long enough
+        to log a periodic line: a stage of a few seconds stays silent off a terminal)."""
         if self._closed:
             return
         self._closed = True
         if self._bar is not None:
             self._bar.close()
-        elif self._logging and self.n > self._initial:
-            self._logger.info(self.line(final=True))
+        elif self._logging and final and self._reported and self.n > self._initial:
+            self._log(self.line(final=True))
+
+    def _log(self, line: str) -> None:
+        self._logger.info(line, extra={_PROGRESS: self.desc})
 
 
 def progress(iterable: Iterable[Any] | None = None, total: int | None = None, desc: str = "",
-             quiet: bool = False, interval: float = 30.0, unit: str = "it", initial: int = 0,
+             quiet: bool = False, interval: float | None = None, unit: str = "it",
+             initial: int = 0,
              logger: logging.Logger | str | None = None, tty: bool | None = None,
              clock: Callable[[], float] = time.monotonic) -> Progress:
     """Progress of a long stage: a tqdm bar on a terminal, periodic log lines elsewhere.
@@ -206,7 +233,8 @@ def progress(iterable: Iterable[Any] | None = None, total: int | None = None, de
         total: how many items (default: ``len(iterable)`` when it has one).
         desc: what is counted, the start of each line (``"train"``, ``"tiling"``).
         quiet: show nothing.
-        interval: seconds between log lines when stderr is not a terminal.
+        interval: seconds between log lines when stderr is not a terminal (default
+            :data:`PROGRESS_INTERVAL`, read at each call).
         unit: unit of the rate (``"it"``, ``"chip"``, ``"win"``).
         initial: count already done (a resumed run); rates count from here.
         logger: the logger (or stage name for :func:`get_logger`) of the lines; ``geospade``.
@@ -218,4 +246,6 @@ def progress(iterable: Iterable[Any] | None = None, total: int | None = None, de
     """
     if not isinstance(logger, logging.Logger):
         logger = get_logger(logger)
+    if interval is None:
+        interval = PROGRESS_INTERVAL
     return Progress(iterable, total, desc, quiet, interval, unit, initial, logger, tty, clock)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -44,16 +45,23 @@ TILES_MARKER = ".geospade-tiles.json"
 # -- what a path is -----------------------------------------------------------------------------
 
 
+# A URL (``https://…``, ``s3://…``), or one a ``Path`` has already folded (``https:/…``): a
+# scheme of two letters or more, so a Windows drive (``C:/``) is not one.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:/")
+
+
 def is_local(path: str | Path) -> bool:
     """Whether ``path`` names a local file (not a GDAL virtual path or a URL)."""
-    text = str(path)
-    return not (text.startswith("/vsi") or "://" in text)
+    text = os.fspath(path)
+    return not (text.startswith("/vsi") or _URL.match(text))
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:
     """Whether ``a`` and ``b`` name the same file, whatever their spelling (relative or
     absolute, ``..``, symbolic or hard links); for a file not yet there, whether they resolve
-    to the same path."""
+    to the same path. URLs and GDAL paths are the same when spelt the same."""
+    if not (is_local(a) and is_local(b)):
+        return os.fspath(a) == os.fspath(b)
     try:
         return os.path.samefile(a, b)
     except OSError:  # one of them does not exist (yet)
@@ -142,31 +150,48 @@ def check_not_an_input(path: str | Path, inputs: Inputs, kind: str = "output",
 
     An output may not be an input, a folder holding an input (a folder output is replaced as
     a whole), nor lie inside an input that is a folder (a chip store, a run folder). This
-    holds with ``--overwrite`` too: an output never replaces what the command reads.
+    holds with ``--overwrite`` too: an output never replaces what the command reads. An
+    output must be local (:func:`check_local_output`).
 
     Args:
         path: a file or folder the command will write.
         inputs: ``(what, path)`` of each file or folder the command reads, e.g. ``("the land
-            cover", "lc.tif")``; ``what`` names it in the error. None paths and GDAL virtual
-            paths or URLs are skipped.
+            cover", "lc.tif")``; ``what`` names it in the error. A glob or list file stands
+            for each file it names (:func:`geospade.raster.sources.local_inputs`); None paths
+            and GDAL virtual paths or URLs are skipped.
         kind: what ``path`` is ("output", "tile"), and ``hint`` what to do instead, for the
             message.
     """
-    if not is_local(path):
+    check_local_output(path, kind)
+    from geospade.raster.sources import local_inputs
+
+    for what, spec in inputs:
+        for source in local_inputs(spec):  # each file of a glob or list file, and the list
+            _check_not_this_input(path, what, source, kind, hint)
+
+
+def _check_not_this_input(path: str | Path, what: str, source: str, kind: str,
+                          hint: str) -> None:
+    if same_file(path, source):
+        problem = f"is {what}"
+    elif is_inside(source, path):
+        problem = f"holds {what} ({source})"
+    elif Path(source).is_dir() and is_inside(path, source):
+        problem = f"lies inside {what} ({source})"
+    else:
         return
-    for what, source in inputs:
-        if source is None or not is_local(source):
-            continue
-        if same_file(path, source):
-            problem = f"is {what}"
-        elif is_inside(source, path):
-            problem = f"holds {what} ({source})"
-        elif Path(source).is_dir() and is_inside(path, source):
-            problem = f"lies inside {what} ({source})"
-        else:
-            continue
-        raise GeospadeError(f"{kind} {path} {problem} that this command reads; {hint} "
-                            "(--overwrite never replaces an input)")
+    raise GeospadeError(f"{kind} {path} {problem} that this command reads; {hint} "
+                        "(--overwrite never replaces an input)")
+
+
+def check_local_output(path: str | Path, kind: str = "output") -> None:
+    """Raise :class:`GeospadeError` when the output ``path`` is a URL or GDAL virtual path:
+    inputs may be remote, outputs are written to local files only."""
+    if not is_local(path):
+        from geospade.raster.sources import unfolded
+
+        raise GeospadeError(f"{kind} {unfolded(path)} is a URL or GDAL virtual path; geospade "
+                            "writes local files only (write locally, then copy it)")
 
 
 def check_replaceable(path: str | Path, kind: OutputKind, overwrite: bool) -> None:

@@ -8,7 +8,8 @@ A pipeline config is a TOML file (or the same dict) with one table per stage; se
     [tile]       landcover, imagery (unless [landscape]) and any geospade.tile option
     [train]      any TrainConfig field
     [synthesize] landcover (default: tile's), edits, cog and any synthesize option
-    [evaluate]   split, segmenter_steps, segmenter, batch_size, device, seed, inception_weights
+    [evaluate]   split, segmenter_steps, segmenter, utility, utility_steps, utility_seeds,
+                 augmentation_ratio, batch_size, device, seed, inception_weights
 
 Outputs, under ``out``: ``landscape/`` (if any), ``chips/``, ``run/checkpoint.pt``,
 ``synthetic.tif``, ``report.json`` + ``report.png``, and ``pipeline-state.json``, which records a
@@ -20,7 +21,12 @@ reruns that stage and the ones after it. An interrupted training run with an unc
 fingerprint is resumed from its last checkpoint rather than restarted.
 
 Every path a table names (inputs, ``save_landcover``, ``tiles_only``, ``vgg_weights``, …) is
-relative to the config file's folder. Every table is checked before any stage runs: unknown
+relative to the config file's folder, except in the pipelines installed with geospade
+(:func:`pipeline_files`, ``geospade run demo``): their relative paths, ``out`` too, are relative to
+the current folder, so nothing is written into the installed package. A path written
+``package:demo_data/zion_nlcd8.tif`` names a file installed with geospade (read-only: inputs
+only), so the repository's ``pipelines/demo.toml`` and the installed copy are the same file.
+Every table is checked before any stage runs: unknown
 options, values of the wrong type (against the stage function's signature), and what would only
 fail later (an evaluation split the tiling gives no chips, a chip size the generator cannot take,
 synthesis options such as a window outside the land cover, ``style`` without ``[train] use_vae``,
@@ -36,11 +42,11 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.resources
 import inspect
 import json
 import os
 import shutil
-import sys
 import time
 import types
 import typing
@@ -53,10 +59,12 @@ from typing import Any
 from geospade.atomic import atomic_path
 from geospade.errors import GeospadeError, check_seed
 from geospade.formats.chip_store import MANIFEST, read_counts
+from geospade.log import get_logger
 from geospade.outputs import (
     PIPELINE_FOLDER,
     OutputLock,
     check_not_an_input,
+    is_inside,
     is_local,
     parent_of,
     prepare_folder,
@@ -71,12 +79,16 @@ REPORT_FILE = "report.json"
 STATE_VERSION = 1
 EVALUATE_KEYS: dict[str, type] = {
     "split": str, "segmenter": bool, "segmenter_steps": int, "batch_size": int, "device": str,
-    "seed": int, "inception_weights": str, "figure": bool,
+    "seed": int, "inception_weights": str, "figure": bool, "utility": bool, "utility_steps": int,
+    "utility_seeds": int, "augmentation_ratio": float,
 }
 """The options of an ``[evaluate]`` table and their types (the pipeline maps them onto
 :func:`geospade.evaluation.report.evaluate`'s arguments)."""
 SPLIT_FRACTIONS = {"val": "val_fraction", "test": "test_fraction", "train": None}
 TOP_KEYS = {"out", "name", "description", *STAGES}
+PACKAGE_PREFIX = "package:"
+"""A path in a config that starts with this names a file installed with geospade (its data):
+``package:demo_data/zion_nlcd8.tif``."""
 
 Say = Callable[[str], None]
 
@@ -101,11 +113,56 @@ class PipelineResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def pipeline_files() -> dict[str, Path]:
+    """The pipeline configs installed with geospade, by name (``geospade run NAME``).
+
+    Returns:
+        ``{name: path}``, e.g. ``{"demo": .../geospade/pipelines/demo.toml, ...}``, sorted.
+    """
+    folder = _packaged_pipelines()
+    return {p.stem: p for p in sorted(folder.glob("*.toml"), key=lambda p: p.stem)}
+
+
+def _package_root() -> Path:
+    """The folder geospade is installed in (or this checkout's ``geospade/``)."""
+    return Path(str(importlib.resources.files("geospade")))
+
+
+def _packaged_pipelines() -> Path:
+    return _package_root() / "pipelines"
+
+
+def find_config(config: str | Path) -> Path:
+    """The pipeline TOML that ``config`` names: a file, or else an installed pipeline's name
+    (``demo``, ``chesapeake``; see :func:`pipeline_files`).
+
+    Raises:
+        GeospadeError: neither a file nor an installed pipeline.
+    """
+    path = Path(config)
+    if path.is_file():
+        return path
+    packaged = pipeline_files()
+    name = path.stem if path.suffix == ".toml" and path.name == str(config) else str(config)
+    if name in packaged:
+        return packaged[name]
+    if path.exists():
+        raise GeospadeError(f"pipeline config {config} is not a file")
+    raise GeospadeError(f"pipeline config not found: {config} (give a TOML file or an installed "
+                        f"pipeline: {', '.join(packaged)})")
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a pipeline TOML file; relative paths in it are resolved against its folder."""
+    """Read a pipeline TOML file.
+
+    Relative paths in it are resolved against its folder, or, for a pipeline installed with
+    geospade (:func:`pipeline_files`), against the current folder: its work folder goes there,
+    never into the installed package.
+    """
     path = Path(path)
     config = read_toml(path, "pipeline config")
-    config.setdefault("_base", str(path.resolve().parent))
+    installed = path.resolve().parent == _packaged_pipelines().resolve()
+    config.setdefault("_base", str(Path.cwd() if installed else path.resolve().parent))
     return config
 
 
@@ -267,11 +324,39 @@ def stage_functions() -> dict[str, Callable[..., Any]]:
 
 
 def _path(base: Path, value: str | os.PathLike) -> Path:
-    """``value`` relative to the config file's folder (GDAL virtual paths and URLs as given)."""
+    """``value`` relative to the config file's folder (GDAL virtual paths and URLs as given;
+    ``package:NAME`` in the installed package, see :func:`packaged_path`)."""
+    if str(value).startswith(PACKAGE_PREFIX):
+        return packaged_path(str(value))
     if not is_local(value):
         return Path(value)
     p = Path(value).expanduser()
     return p if p.is_absolute() else base / p
+
+
+def packaged_path(value: str) -> Path:
+    """The file a ``package:RELATIVE/PATH`` config value names, in the installed package.
+
+    Raises:
+        GeospadeError: an empty path, or one that leaves the package (``..``, absolute).
+    """
+    rest = value[len(PACKAGE_PREFIX):] if value.startswith(PACKAGE_PREFIX) else value
+    root = _package_root()
+    path = root / rest
+    if not rest or Path(rest).is_absolute() or not is_inside(path, root) or path == root:
+        raise GeospadeError(f"{value!r} does not name a file installed with geospade "
+                            f"(write {PACKAGE_PREFIX}FOLDER/FILE, e.g. "
+                            f"{PACKAGE_PREFIX}demo_data/zion_nlcd8.tif)")
+    return path
+
+
+def _output_path(base: Path, value: str | os.PathLike, what: str) -> Path:
+    """An output path of the config (never a ``package:`` path: installed files are read-only
+    inputs)."""
+    if str(value).startswith(PACKAGE_PREFIX):
+        raise GeospadeError(f"{what} cannot be a {PACKAGE_PREFIX} path ({value}): files "
+                            "installed with geospade are inputs only; give a folder of yours")
+    return _path(base, value)
 
 
 def _scheme_path(base: Path, value: Any) -> Any:
@@ -503,9 +588,11 @@ def _synthesize_stage(plan: _Plan, syn_cfg: dict[str, Any], rasters: _Rasters, c
     syn_cfg.pop("edits", None)
     if edits is not None:
         sources.append(("[synthesize] edits", edits))
-    for key in ("style", "save_landcover", "tiles_only"):
+    if isinstance(syn_cfg.get("style"), (str, os.PathLike)):
+        syn_cfg["style"] = _path(plan.base, syn_cfg["style"])
+    for key in ("save_landcover", "tiles_only"):
         if isinstance(syn_cfg.get(key), (str, os.PathLike)):
-            syn_cfg[key] = _path(plan.base, syn_cfg[key])
+            syn_cfg[key] = _output_path(plan.base, syn_cfg[key], f"[synthesize] {key}")
     sources += _file_sources("synthesize", syn_cfg, ("style",))
     _check_keys("synthesize", syn_cfg, _allowed(synthesize, {
         "checkpoint", "landcover", "out", "edits", "overwrite", "quiet"}))
@@ -544,10 +631,11 @@ def _evaluate_stage(plan: _Plan, ev_cfg: dict[str, Any]) -> Stage:
         steps = opts.pop("segmenter_steps", SegmenterSettings().steps)
         use_seg = opts.pop("segmenter", True)
         opts.pop("inception_weights", None)
+        utility = _utility_settings(opts)
         plan.fns["evaluate"](
             checkpoint, chips, out=report_path,
             segmenter=SegmenterSettings(steps=steps) if use_seg else None,
-            inception_weights=weights, overwrite=True, quiet=plan.quiet, **opts,
+            inception_weights=weights, overwrite=True, quiet=plan.quiet, **utility, **opts,
         )
 
     outputs = [report_path]
@@ -555,6 +643,24 @@ def _evaluate_stage(plan: _Plan, ev_cfg: dict[str, Any]) -> Stage:
         outputs.append(report_path.with_suffix(".png"))
     return Stage("evaluate", ev_cfg, [checkpoint, chips / MANIFEST, *(p for _, p in sources)],
                  outputs, run, sources)
+
+
+def _utility_settings(opts: dict[str, Any]) -> dict[str, Any]:
+    """Pop the TSTR keys of an ``[evaluate]`` table: ``{"utility": UtilitySettings or None}``, or
+    ``{}`` when the table sets none (evaluate's default then applies)."""
+    keys = ("utility", "utility_steps", "utility_seeds", "augmentation_ratio")
+    given = {key: opts.pop(key) for key in keys if key in opts}
+    if not given:
+        return {}
+    if not given.get("utility", True):
+        return {"utility": None}
+    from geospade.evaluation.utility import DEFAULT_UTILITY as D
+    from geospade.evaluation.utility import UtilitySettings
+
+    return {"utility": UtilitySettings(
+        steps=given.get("utility_steps", D.steps),
+        seeds=tuple(range(given.get("utility_seeds", len(D.seeds)))),
+        augmentation_ratio=given.get("augmentation_ratio", D.augmentation_ratio))}
 
 
 def _file_sources(stage: str, options: Mapping[str, Any], keys: Sequence[str]
@@ -738,9 +844,13 @@ def _check_evaluate(ev_cfg: Mapping[str, Any], split: Any, tile_opts: Mapping[st
         raise GeospadeError(
             f"[evaluate]: split must be one of {', '.join(SPLIT_FRACTIONS)}, not {split!r}"
         )
-    for key in ("segmenter_steps", "batch_size"):
+    for key in ("segmenter_steps", "batch_size", "utility_steps", "utility_seeds"):
         if key in ev_cfg and ev_cfg[key] < 1:
             raise GeospadeError(f"[evaluate]: {key} must be at least 1, not {ev_cfg[key]}")
+    ratio = ev_cfg.get("augmentation_ratio", 1.0)
+    if not 0 < ratio < float("inf"):  # NaN fails too
+        raise GeospadeError(f"[evaluate]: augmentation_ratio must be a positive number, not "
+                            f"{ratio}")
     fraction_key = SPLIT_FRACTIONS[split]
     if fraction_key is None:
         return
@@ -776,9 +886,11 @@ def _check_device(stage: str, device: Any) -> None:
 
 
 def _default_say(quiet: bool) -> Say:
+    logger = get_logger("run")
+
     def say(message: str) -> None:
         if not quiet:
-            print(message, file=sys.stderr, flush=True)
+            logger.info(message)
 
     return say
 
@@ -794,12 +906,14 @@ def run_pipeline(
     """Run a pipeline, skipping stages whose outputs are complete and fingerprints unchanged.
 
     Args:
-        config: a pipeline TOML path, or the same content as a dict (relative paths are then
+        config: a pipeline TOML path, the name of an installed pipeline (``demo``; see
+            :func:`pipeline_files`), or the same content as a dict (relative paths are then
             resolved against the current folder, or the dict's ``_base``).
         out: work folder (default: the config's ``out``, relative to the config file).
         force: rerun from this stage on (``all`` or a stage name), whatever the fingerprints say.
         quiet: no progress bars or messages.
-        say: where stage messages go (default: stderr, unless ``quiet``).
+        say: where stage messages go (default: the ``geospade.run`` logger, unless
+            ``quiet``).
 
     Returns:
         A :class:`PipelineResult`.
@@ -814,7 +928,7 @@ def run_pipeline(
             behind.
     """
     if isinstance(config, (str, Path)):
-        config = load_config(config)
+        config = load_config(find_config(config))
     config = copy.deepcopy(dict(config))
     out = _work_folder(config, out)
     check_work_folder(out)
@@ -839,7 +953,7 @@ def _work_folder(config: Mapping[str, Any], out: str | Path | None) -> Path:
         raise GeospadeError("pipeline config has no `out` folder; pass one (-o DIR)")
     if not isinstance(config["out"], str):
         raise GeospadeError(f"pipeline config: out must be str, not {config['out']!r}")
-    return _path(Path(config.get("_base", ".")), config["out"])
+    return _output_path(Path(config.get("_base", ".")), config["out"], "the work folder (out)")
 
 
 def _check_before_work(stages: Sequence[Stage], out: Path) -> None:

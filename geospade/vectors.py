@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geospade.errors import GeospadeError
+from geospade.outputs import is_local
+from geospade.raster.sources import gdal_path
 
 if TYPE_CHECKING:
     import geopandas
@@ -23,7 +25,8 @@ def read_vector(path: str | Path, role: str, crs: Any = None, *,
     """Read a vector file; its null and empty geometries are left out.
 
     Args:
-        path: any file OGR reads.
+        path: any file OGR reads; a URL (``https://…``, ``s3://…``) or GDAL path
+            (``/vsizip/…``) is read through GDAL's virtual file systems.
         role: what the file is to the caller ("AOI", "edits"), the word errors start with.
         crs: the CRS to reproject the features to (anything ``GeoDataFrame.to_crs`` takes);
             None keeps the file's.
@@ -40,9 +43,12 @@ def read_vector(path: str | Path, role: str, crs: Any = None, *,
     import geopandas as gpd
     import shapely
 
-    path = Path(path)
-    if not path.exists():
-        raise GeospadeError(f"{role} file not found: {path}")
+    if is_local(path):
+        path = Path(path)
+        if not path.exists():
+            raise GeospadeError(f"{role} file not found: {path}")
+    else:  # a URL or GDAL path, as given: a Path would fold "https://" into "https:/"
+        path = gdal_path(path)
     try:
         frame = gpd.read_file(path)
     except Exception as exc:  # noqa: BLE001 - pyogrio/fiona raise their own error types

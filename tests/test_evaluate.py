@@ -96,7 +96,9 @@ def test_derangement_moves_every_chip_and_is_fixed_by_the_seed():
 
 def test_report_schema_files_and_segmenter_cache(chips, checkpoint, tmp_path):
     out = tmp_path / "report.json"
-    report = evaluate(checkpoint, chips, "val", out, segmenter=SEG, device="cpu", quiet=True)
+    # TSTR (utility) has its own tests (test_evaluate_utility.py); these measure the rest.
+    report = evaluate(checkpoint, chips, "val", out, segmenter=SEG, utility=None, device="cpu",
+                      quiet=True)
     data = json.loads(out.read_text())
     assert data["format"] == "geospade-evaluation"
     assert data["format_version"] == REPORT_VERSION
@@ -135,7 +137,8 @@ def test_evaluate_paints_with_the_model_synthesize_loads(chips, checkpoint, monk
         return model
 
     monkeypatch.setattr(synthesis_model, "load_synthesis_model", spy)
-    report = evaluate(checkpoint, chips, "val", segmenter=None, device="cpu", quiet=True)
+    report = evaluate(checkpoint, chips, "val", segmenter=None, utility=None, device="cpu",
+                      quiet=True)
     assert len(loaded) == 1
     args, kwargs, model = loaded[0]
     assert str(args[0]) == str(checkpoint) and kwargs.get("amp", "auto") == "auto"
@@ -150,7 +153,7 @@ def test_evaluate_paints_with_the_model_synthesize_loads(chips, checkpoint, monk
 def test_cli_writes_report_and_prints_summary(chips, checkpoint, tmp_path, capsys):
     out = tmp_path / "r.json"
     main(["evaluate", str(checkpoint), str(chips), "-o", str(out), "--no-segmenter", "--quiet",
-          "--device", "cpu", "--no-figure"])
+          "--no-utility", "--device", "cpu", "--no-figure"])
     printed = capsys.readouterr().out
     assert f"report: {out}" in printed
     data = json.loads(out.read_text())
@@ -233,7 +236,7 @@ def inception_weights(tmp_path_factory):
 
 def test_fid_with_local_inception_weights(chips, checkpoint, inception_weights, tmp_path):
     out = tmp_path / "report.json"
-    report = evaluate(checkpoint, chips, "val", out, segmenter=None,
+    report = evaluate(checkpoint, chips, "val", out, segmenter=None, utility=None,
                       inception_weights=inception_weights, device="cpu", quiet=True)
     data = json.loads(out.read_text())
     assert data["fid"]["available"] is True

@@ -266,12 +266,12 @@ def test_first_run_that_fails_leaves_no_half_made_work_folder(monkeypatch, tmp_p
     monkeypatch.setattr(pipeline, "stage_functions", fake.functions)
     out = tmp_path / "d2"
     with pytest.raises(MemoryError):
-        run_demo(out, quiet=True)
+        run_demo(out, data="landscape", quiet=True)
     assert not out.exists()
     # An existing work folder stays, without the failed stage's temporary files or folder.
     out.mkdir()
     with pytest.raises(MemoryError):
-        run_demo(out, quiet=True)
+        run_demo(out, data="landscape", quiet=True)
     assert sorted(p.name for p in out.iterdir()) == [pipeline.STATE_FILE]
 
 
@@ -332,7 +332,7 @@ def test_readme_api_names_every_command_and_only_names_that_exist():
         assert callable(getattr(geospade, name)), name
     function_of = {"tile": "tile", "train": "train", "synthesize": "synthesize",
                    "stitch": "stitch", "evaluate": "evaluate", "run": "run_pipeline",
-                   "demo": "run_demo"}
+                   "demo": "run_demo", "generate": "generate"}
     assert set(COMMANDS) == {*function_of, "info"}
     assert {function_of[c] for c in function_of} <= used
     assert "from geospade.info import describe" in api
@@ -376,8 +376,8 @@ def test_evaluate_caches_the_segmenter_in_the_user_cache_when_the_store_is_read_
     chips, checkpoint = store_and_checkpoint
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     read_only(monkeypatch, chips)
-    first = evaluate(checkpoint, chips, "val", segmenter=TINY_SEGMENTER, device="cpu",
-                     quiet=True)
+    first = evaluate(checkpoint, chips, "val", segmenter=TINY_SEGMENTER, utility=None,
+                     device="cpu", quiet=True)
     expected = user_cache_path(chips, TINY_SEGMENTER)
     assert expected.parent == tmp_path / "xdg" / "geospade" / "segmenters"
     assert expected.is_file() and first["segmenter"]["cache"] == str(expected)
@@ -386,8 +386,8 @@ def test_evaluate_caches_the_segmenter_in_the_user_cache_when_the_store_is_read_
                for note in first["notes"])
     assert not (chips / ".geospade-cache").exists()
     # The next evaluation of the same store reads it from there.
-    second = evaluate(checkpoint, chips, "val", segmenter=TINY_SEGMENTER, device="cpu",
-                      quiet=True)
+    second = evaluate(checkpoint, chips, "val", segmenter=TINY_SEGMENTER, utility=None,
+                     device="cpu", quiet=True)
     assert second["segmenter"]["cached"] and second["segmenter"]["cache"] == str(expected)
     # A copy of the store (same manifest) elsewhere gets its own file.
     other = tmp_path / "other" / "chips"
@@ -402,8 +402,8 @@ def test_evaluate_trains_uncached_when_nothing_can_be_written(
     xdg.mkdir()
     monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
     read_only(monkeypatch, tmp_path)
-    report = evaluate(checkpoint, chips, "val", segmenter=TINY_SEGMENTER, device="cpu",
-                      quiet=True)
+    report = evaluate(checkpoint, chips, "val", segmenter=TINY_SEGMENTER, utility=None,
+                     device="cpu", quiet=True)
     assert report["segmenter"]["cache"] is None
     assert report["methods"]["model"]["segmentation"]["miou"] is not None
     assert any(note.startswith("segmenter not cached") for note in report["notes"])

@@ -78,7 +78,8 @@ def _commands(i: dict[str, Path]) -> dict[str, tuple[list[str], list[str]]]:
         "synthesize": (["synthesize", str(i["ckpt"]), str(i["small"]), "--edits", str(i["aoi"]),
                         "--edit-field", "class"], ["ckpt", "small", "aoi", "t"]),
         "stitch": (["stitch", str(i["tile_a"]), str(i["tile_b"])], ["tile_a", "tile_b", "t"]),
-        "evaluate": (["evaluate", str(i["eval_ckpt"]), str(i["chips"]), "--no-segmenter"],
+        "evaluate": (["evaluate", str(i["eval_ckpt"]), str(i["chips"]), "--no-segmenter",
+                      "--no-utility"],
                      ["eval_ckpt", "chips/manifest.json", "chips/index.gpkg"]),
     }
 
@@ -141,7 +142,7 @@ def test_tile_overwrite_replaces_a_chip_store_only(inputs, tmp_path, capsys):
 
 def test_evaluate_never_writes_over_its_inputs_or_its_own_report(inputs, tmp_path, capsys):
     i = inputs
-    base = ["evaluate", str(i["eval_ckpt"]), str(i["chips"]), "--no-segmenter"]
+    base = ["evaluate", str(i["eval_ckpt"]), str(i["chips"]), "--no-segmenter", "--no-utility"]
     before = snapshot(i["t"])
     code, _, err = run_cli([*base, "-o", str(i["eval_ckpt"]), "--overwrite"], capsys)
     assert "is the checkpoint" in one_line_error(code, err)

@@ -1,4 +1,5 @@
-"""The wheel: it ships the pipeline configs, and an installed copy finds them without the repo."""
+"""The wheel: it ships the pipeline configs and the demo data, and an installed copy finds them
+without the repository."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGED = ROOT / "geospade" / "pipelines"
-CONFIGS = ("demo.toml", "chesapeake.toml")
+CONFIGS = ("demo.toml", "demo-landscape.toml", "chesapeake.toml")
+DEMO_DATA = ("README.md", "scheme-nlcd8.json", "zion_landsat8_b2345.tif", "zion_nlcd8.tif")
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +49,15 @@ def test_the_repository_copies_of_the_pipelines_equal_the_packaged_ones():
             f"pipelines/{name} differs from geospade/pipelines/{name}: edit one, copy it over")
 
 
-def test_the_wheel_ships_the_pipeline_configs(wheel):
+def test_the_wheel_ships_the_pipeline_configs_and_the_demo_data(wheel):
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         for name in CONFIGS:
             assert zf.read(f"geospade/pipelines/{name}") == (PACKAGED / name).read_bytes()
+        data = ROOT / "geospade" / "demo_data"
+        assert sorted(p.name for p in data.iterdir()) == sorted(DEMO_DATA)
+        for name in DEMO_DATA:
+            assert zf.read(f"geospade/demo_data/{name}") == (data / name).read_bytes()
         assert "geospade/threads.py" in names and "geospade/log.py" in names
         metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
         assert "License-Expression: MIT" in zf.read(metadata).decode()
@@ -62,7 +68,8 @@ def test_the_wheel_ships_the_pipeline_configs(wheel):
 @pytest.mark.slow
 def test_an_installed_wheel_runs_and_loads_its_packaged_demo(wheel, tmp_path):
     """Installed in a fresh venv (dependencies borrowed from this interpreter, not the repo):
-    `python -m geospade run --help` works and the packaged demo.toml loads."""
+    `python -m geospade run --help` works, `geospade run demo` finds the installed demo.toml,
+    and its package: paths name the installed demo data."""
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
     python = env_dir / "bin" / "python"
@@ -87,13 +94,21 @@ def test_an_installed_wheel_runs_and_loads_its_packaged_demo(wheel, tmp_path):
 
     assert "Usage: geospade run [OPTIONS] CONFIG" in run("-m", "geospade", "run", "--help")
     out = run("-c", (
-        "import importlib.resources, geospade\n"
-        "from geospade.pipeline import load_config\n"
-        "path = importlib.resources.files('geospade') / 'pipelines' / 'demo.toml'\n"
+        "import geospade\n"
+        "from geospade.pipeline import build_stages, find_config, load_config\n"
+        "path = geospade.pipeline_files()['demo']\n"
+        "assert find_config('demo') == path\n"
         "config = load_config(path)\n"
+        "tile = [s for s in build_stages(config, __import__('pathlib').Path('w'))\n"
+        "        if s.name == 'tile'][0]\n"
         "print(geospade.__file__)\n"
+        "print(tile.inputs[0])\n"
+        "print(config['_base'])\n"
         "print(config['train']['steps'], config['tile']['size'])\n"
     ))
-    location, numbers = out.splitlines()
+    location, landcover, base, numbers = out.splitlines()
     assert Path(location).is_relative_to(env_dir) and not Path(location).is_relative_to(ROOT)
+    assert Path(landcover) == Path(location).parent / "demo_data" / "zion_nlcd8.tif"
+    assert Path(landcover).is_file()
+    assert Path(base) == cwd  # the installed demo works in the current folder
     assert numbers == "1500 64"

@@ -8,9 +8,16 @@ import pytest
 
 from geospade import pipeline
 from geospade.cli import main
-from geospade.demo import DEMO_CONFIG
-from geospade.pipeline import STATE_FILE, build_stages, load_config, run_pipeline
-from geospade.toml_files import read_toml
+from geospade.errors import GeospadeError
+from geospade.pipeline import (
+    STATE_FILE,
+    build_stages,
+    find_config,
+    load_config,
+    packaged_path,
+    pipeline_files,
+    run_pipeline,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -193,13 +200,106 @@ def test_bad_configs_are_one_line_errors_before_any_work(fake, tmp_path, capsys,
     assert not (tmp_path / "w").exists()
 
 
-def test_demo_toml_matches_the_packaged_demo_config():
-    assert read_toml(ROOT / "pipelines" / "demo.toml", "demo config") == DEMO_CONFIG
+class AnyOptionStages(FakeStages):
+    """Stand-ins that take any option (the shipped configs set many) and record them."""
+
+    def __init__(self):
+        super().__init__()
+        self.options: dict[str, dict] = {}
+
+    def functions(self):
+        def stage(name, write):
+            def run(*args, **options):
+                self.calls.append(name)
+                self.options[name] = {"args": args, **options}
+                write(*args, **options)
+            return run
+
+        def tile(lc, im, out, **_):
+            Path(out).mkdir(parents=True, exist_ok=True)
+            (Path(out) / "manifest.json").write_text("{}")
+
+        def train(chips, run_dir, config, **_):
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            (Path(run_dir) / "checkpoint.pt").write_bytes(b"ckpt")
+
+        def evaluate(checkpoint, chips, *, out, **_):
+            Path(out).write_text(json.dumps({"split": "val"}))
+            Path(out).with_suffix(".png").write_bytes(b"png")
+
+        return {
+            "landscape": stage("landscape", lambda lc, im, **_: (Path(lc).write_bytes(b"lc"),
+                                                                 Path(im).write_bytes(b"im"))),
+            "tile": stage("tile", tile), "train": stage("train", train),
+            "synthesize": stage("synthesize", lambda c, lc, out, **_: Path(out).write_bytes(b"t")),
+            "evaluate": stage("evaluate", evaluate),
+        }
+
+
+@pytest.fixture
+def any_options(monkeypatch):
+    stages = AnyOptionStages()
+    monkeypatch.setattr(pipeline, "stage_functions", stages.functions)
+    return stages
+
+
+def test_run_takes_an_installed_pipeline_by_name_and_works_in_the_current_folder(
+        any_options, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    installed = ROOT / "geospade" / "pipelines"
+    assert pipeline_files() == {p.stem: p for p in installed.glob("*.toml")}
+    assert set(pipeline_files()) == {"demo", "demo-landscape", "chesapeake"}
+    main(["run", "demo", "-q"])
+    assert any_options.calls == ALL[1:]
+    # The real demo data, installed with geospade, named by package: paths.
+    lc, im = any_options.options["tile"]["args"][:2]
+    assert (lc, im) == (installed.parent / "demo_data" / "zion_nlcd8.tif",
+                        installed.parent / "demo_data" / "zion_landsat8_b2345.tif")
+    assert any_options.options["tile"]["scheme"] == str(
+        installed.parent / "demo_data" / "scheme-nlcd8.json")
+    # The work folder is in the current folder, never beside the installed config.
+    assert (tmp_path / "geospade-demo" / "synthetic.tif").is_file()
+    assert not (installed / "geospade-demo").exists()
+    assert f"synthetic   {tmp_path / 'geospade-demo' / 'synthetic.tif'}" in capsys.readouterr().out
+
+
+def test_an_unknown_config_names_the_installed_pipelines(fake, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "nope"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 1 and err.count("\n") == 1
+    assert ("pipeline config not found: nope (give a TOML file or an installed pipeline: "
+            "chesapeake, demo, demo-landscape)") in err
+    assert find_config("demo.toml") == pipeline_files()["demo"]
+    (tmp_path / "demo").write_text('out = "w"')  # a file of that name comes first
+    assert find_config("demo") == Path("demo")
+
+
+def test_package_paths_name_installed_files_and_are_never_outputs(any_options, tmp_path):
+    data = ROOT / "geospade" / "demo_data"
+    assert packaged_path("package:demo_data/zion_nlcd8.tif") == data / "zion_nlcd8.tif"
+    for bad in ("package:", "package:../pyproject.toml", "package:/etc/passwd"):
+        with pytest.raises(GeospadeError, match="does not name a file installed with geospade"):
+            packaged_path(bad)
+    cfg = {"out": "package:demo_data/work", "_base": str(tmp_path),
+           "tile": {"landcover": "package:demo_data/zion_nlcd8.tif",
+                    "imagery": "package:demo_data/zion_landsat8_b2345.tif"},
+           "train": {"steps": 1}, "synthesize": {}, "evaluate": {"split": "train"}}
+    with pytest.raises(GeospadeError, match="cannot be a package: path"):
+        run_pipeline(cfg, quiet=True)
+    cfg["out"] = "w"
+    cfg["synthesize"] = {"save_landcover": "package:demo_data/lc.tif"}
+    with pytest.raises(GeospadeError, match=r"\[synthesize\] save_landcover cannot be"):
+        run_pipeline(cfg, quiet=True)
+    assert any_options.calls == [] and sorted(p.name for p in data.iterdir()) == [
+        "README.md", "scheme-nlcd8.json", "zion_landsat8_b2345.tif", "zion_nlcd8.tif"]
 
 
 def test_shipped_configs_are_valid_for_the_real_stage_functions(tmp_path):
-    for name in ("demo", "chesapeake"):
+    for name in ("demo", "demo-landscape", "chesapeake"):
         stages = build_stages(load_config(ROOT / "pipelines" / f"{name}.toml"), tmp_path)
         names = [s.name for s in stages]
         assert names[-4:] == ["tile", "train", "synthesize", "evaluate"]
+        assert ("landscape" in names) == (name == "demo-landscape")
     assert not os.listdir(tmp_path)

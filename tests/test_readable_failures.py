@@ -176,7 +176,8 @@ def test_train_and_evaluate_with_a_truncated_chip(tmp_path, store, trained, capf
     assert_one_line(code, err, f"{kind}/r00", "damaged (truncated or corrupt)")
     assert not (tmp_path / "run").exists()
     code, _, err = run_cli(["evaluate", str(trained / "checkpoint.pt"), str(copy), "-o",
-                            str(tmp_path / "r.json"), "--no-segmenter", "--no-figure", "-q",
+                            str(tmp_path / "r.json"), "--no-segmenter", "--no-utility",
+                            "--no-figure", "-q",
                             "--device", "cpu"], capfd)
     assert_one_line(code, err, f"{kind}/r00", "damaged (truncated or corrupt)")
     assert not (tmp_path / "r.json").exists()
@@ -202,7 +203,7 @@ def test_checkpoint_with_wrong_shape_weights(tmp_path, store, trained, capfd):
     ckpt = reshaped_checkpoint(trained / "checkpoint.pt", run / "checkpoint.pt")
     commands = {
         "evaluate": ["evaluate", str(ckpt), str(store), "-o", str(tmp_path / "r.json"),
-                     "--no-segmenter", "--no-figure", "-q", "--device", "cpu"],
+                     "--no-segmenter", "--no-utility", "--no-figure", "-q", "--device", "cpu"],
         "resume": ["train", str(store), "-o", str(run), "--resume", "--steps", "3", "--quiet"],
         "synthesize": ["synthesize", str(ckpt), str(write_landcover(
             tmp_path / "lc.tif", np.tile(np.arange(1, 7, dtype=np.uint8), (40, 8)))),
@@ -229,7 +230,7 @@ def test_checkpoint_with_hand_edited_metadata(tmp_path, store, trained, capfd, k
     ckpt = run / "checkpoint.pt"
     for args in (["info", str(ckpt)],
                  ["evaluate", str(ckpt), str(store), "-o", str(tmp_path / "r.json"),
-                  "--no-segmenter", "--no-figure", "-q", "--device", "cpu"],
+                  "--no-segmenter", "--no-utility", "--no-figure", "-q", "--device", "cpu"],
                  ["train", str(store), "-o", str(run), "--resume", "--steps", "3", "-q"]):
         code, _, err = run_cli(args, capfd)
         assert_one_line(code, err, str(ckpt), repr(key))

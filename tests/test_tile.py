@@ -10,6 +10,7 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
+from geospade.formats.chip_store import open_chip_store
 from geospade.normalization import BandStats
 from geospade.raster.tiling import tile
 from geospade.schemes import CHESAPEAKE7, IGNORE_INDEX
@@ -121,13 +122,33 @@ def test_warping_imagery_whose_last_band_gdal_calls_alpha(tmp_path, landscape_pa
     reproject_raster(imagery, rgba, "EPSG:4326", 1e-5, photometric="rgb", alpha="yes")
     with rasterio.open(rgba) as src:
         assert src.colorinterp[3].name == "alpha"
-    summary = tile(landcover, rgba, tmp_path / "chips", size=64, max_nodata=1.0, quiet=True)
-    assert summary.warped and summary.total == 16
+    window = Window(64, 64, 64, 64)
+    # --alpha mask: the alpha band is the validity mask and not a chip band.
+    masked = tile(landcover, rgba, tmp_path / "masked", size=64, max_nodata=1.0, alpha="mask",
+                  quiet=True)
+    assert masked.warped and masked.total == 16
+    assert masked.alpha == ("band 4 is flagged alpha: used as the validity mask and dropped; "
+                            "--alpha band keeps it as data")
     with rasterio.open(landcover) as lab, rasterio.open(
-        tmp_path / "chips" / "images" / "000064_000064.tif"
+        tmp_path / "masked" / "images" / "000064_000064.tif"
     ) as chip:
-        assert chip.transform == lab.window_transform(Window(64, 64, 64, 64))
-        assert chip.count == 4 and chip.read(1).std() > 5
+        assert chip.transform == lab.window_transform(window)
+        assert chip.count == 3 and chip.read(1).std() > 5
+        labels = CHESAPEAKE7.encode(lab.read(1, window=window), lab.nodata)
+    # --alpha band, and auto (NIR holds more than 0 and 255): band 4 is warped as data like the
+    # others, and masks nothing.
+    kept = tile(landcover, rgba, tmp_path / "kept", size=64, max_nodata=1.0, alpha="band",
+                quiet=True)
+    assert kept.alpha.startswith("band 4 is flagged alpha: kept as data")
+    auto = tile(landcover, rgba, tmp_path / "auto", size=64, max_nodata=1.0, quiet=True)
+    assert auto.alpha.startswith("band 4 is flagged alpha but holds other values")
+    with rasterio.open(tmp_path / "kept" / "images" / "000064_000064.tif") as chip, \
+            rasterio.open(imagery) as truth:
+        assert chip.count == 4
+        nir, expected = chip.read(4).astype(float), truth.read(4, window=window).astype(float)
+    assert np.corrcoef(nir.ravel(), expected.ravel())[0, 1] > 0.9
+    with rasterio.open(tmp_path / "kept" / "masks" / "000064_000064.tif") as m:
+        np.testing.assert_array_equal(m.read(1), labels)
 
 
 def test_imagery_on_a_pixel_shifted_larger_grid_is_read_without_warping(tmp_path, landscape_pair):
@@ -136,8 +157,10 @@ def test_imagery_on_a_pixel_shifted_larger_grid_is_read_without_warping(tmp_path
         data, transform, crs = src.read(), src.transform, src.crs
     # Imagery starting 10 px right of and 20 px below the land cover's origin, 40 px short.
     shifted = tmp_path / "shifted.tif"
+    # minisblack: GDAL's default for 4 uint8 bands would flag band 4 (NIR) as alpha
+    # (test_tile_bands.py covers that case).
     with rasterio.open(shifted, "w", driver="GTiff", width=216, height=236, count=4,
-                       dtype="uint8", crs=crs.to_proj4(),
+                       dtype="uint8", crs=crs.to_proj4(), photometric="minisblack",
                        transform=transform * transform.translation(10, 20)) as dst:
         dst.write(data[:, 20:, 10:226])
     out = tmp_path / "chips"
@@ -215,7 +238,7 @@ def test_nodata_is_ignore_never_class_zero_and_max_nodata_filters(tmp_path):
         window_raw = raw[row.row_off : row.row_off + 32, row.col_off : row.col_off + 32]
         assert ((window_raw == 0) == (mask == 255)).all()  # 0 is chesapeake7 nodata
         assert row.nodata_fraction == pytest.approx((mask == 255).mean())
-        fracs = [getattr(row, f"frac_{i}") for i in range(6)]
+        fracs = [getattr(row, c) for c in open_chip_store(tmp_path / "loose").fraction_columns]
         assert sum(fracs) + row.nodata_fraction == pytest.approx(1.0)
     assert (index_of(tmp_path / "strict").nodata_fraction == 0).all()
 

@@ -21,7 +21,7 @@ from geospade.training.validation import mean_colour_error, spectral_distance
 
 # Tiny models: 32-px chips fit the "normal" stride of 32; every test trains in seconds.
 TINY = dict(batch_size=4, ngf=8, ndf=8, num_d=1, n_layers_d=2, spade_hidden=16,
-            vgg_weights="off", preview_every=0, val_every=0, log_every=1, device="cpu")
+            vgg_weights="off", preview_every=0, val_every=0, log_every=1, device="cpu", threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +164,9 @@ def test_spectral_distance_values():
 def test_threads_option_applies_while_training_and_is_restored(store, tmp_path):
     torch.set_num_threads(2)
     seen = []
-    train(store, tmp_path / "run", steps=2, quiet=True, threads=1,
-          callback=lambda step, losses: seen.append(torch.get_num_threads()), **TINY)
+    train(store, tmp_path / "run", steps=2, quiet=True,
+          callback=lambda step, losses: seen.append(torch.get_num_threads()),
+          **{**TINY, "threads": 1})
     assert seen == [1, 1]
     assert torch.get_num_threads() == 2
     with pytest.raises(Exception, match="threads"):

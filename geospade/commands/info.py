@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -13,6 +14,9 @@ import click
 def command(path: str, as_json: bool) -> None:
     """Describe PATH: a land-cover/imagery raster, a chip store folder or a checkpoint (.pt).
 
+    For a raster geospade wrote, also its provenance (the GEOSPADE_* tags: synthetic or not,
+    version, checkpoint SHA-256 and step, seed, overlap, edits, land cover) and its class names.
+
     Example: geospade info chips/
     """
     from geospade.info import describe
@@ -21,6 +25,15 @@ def command(path: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(facts, indent=2, default=str))
         return
-    width = max(len(k) for k in facts)
+    _echo_facts(facts)
+
+
+def _echo_facts(facts: dict[str, Any], indent: str = "") -> None:
+    """``key  value`` lines; a non-empty mapping (provenance, sources) as indented lines."""
+    width = max(len(str(k)) for k in facts)
     for key, value in facts.items():
-        click.echo(f"{key:<{width}}  {value}")
+        if isinstance(value, dict) and value and key not in ("counts", "generator"):
+            click.echo(f"{indent}{key}")
+            _echo_facts(value, indent + "  ")
+        else:
+            click.echo(f"{indent}{str(key):<{width}}  {value}")

@@ -8,11 +8,16 @@ import click
 
 from geospade.commands.options import (
     batch_size_option,
-    codec_option,
     device_option,
     overwrite_option,
     quiet_option,
     seed_option,
+)
+from geospade.commands.stitch import (
+    blocksize_option,
+    creation_options_option,
+    image_codec_option,
+    stac_option,
 )
 
 
@@ -33,13 +38,17 @@ from geospade.commands.options import (
                    "a class name ('tree canopy and shrubs').")
 @click.option("--save-landcover", default=None, type=click.Path(dir_okay=False, path_type=str),
               help="Also write the (edited) class map, in raw scheme values, to this GeoTIFF "
-                   "(not OUT, and never an input, even with --overwrite).")
+                   "(not OUT, and never an input, even with --overwrite): the scheme's colours "
+                   "in the file, class names in its .aux.xml, which QGIS shows in the legend. "
+                   "Always lossless; --co applies to OUT only.")
 @click.option("--overlap", default=None, type=int,
               help="Pixels shared by neighbouring windows, cross-faded to hide seams; at most "
                    "half the window [default: a quarter of the checkpoint's chip size].")
 @batch_size_option(8, "Windows per generator call.")
 @device_option()
-@seed_option("Seed of the style code of a VAE checkpoint; the same seed gives the same bytes.")
+@seed_option("Seed of the random inputs: the style code of a VAE checkpoint and the noise of "
+             "one trained with --noise-dim (drawn once for the whole raster); the same seed "
+             "gives the same bytes, another seed another variant.")
 @click.option("--style", default=None, type=click.Path(dir_okay=False, path_type=str),
               help="Image whose style the output copies (checkpoints with a style encoder): "
                    "the checkpoint's bands and dtype; georeferencing is not needed.")
@@ -50,7 +59,10 @@ from geospade.commands.options import (
               help="Synthesize only COL_OFF,ROW_OFF,WIDTH,HEIGHT (pixels of LANDCOVER); the "
                    "window must lie inside LANDCOVER (it is not clipped).")
 @click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF (GDAL's COG driver).")
-@codec_option()
+@image_codec_option()
+@creation_options_option()
+@blocksize_option()
+@stac_option()
 @click.option("--amp", type=click.Choice(["auto", "bf16", "none"]), default="auto",
               show_default=True,
               help="Inference precision: auto uses bf16 with channels-last weights where the "
@@ -75,7 +87,8 @@ from geospade.commands.options import (
 def command(checkpoint: str, landcover: str, out: str | None, edits: str | None,
             edit_field: str | None, save_landcover: str | None, overlap: int | None,
             batch_size: int, device: str, seed: int, style: str | None, bbox: str | None,
-            window: str | None, cog: bool, compress: str, amp: str, tiles_only: str | None,
+            window: str | None, cog: bool, compress: str, creation_options: dict[str, str],
+            block_size: int, stac: bool, amp: str, tiles_only: str | None,
             rank: int | None,
             world_size: int | None, unknown: str, overwrite: bool, quiet: bool) -> None:
     """Turn LANDCOVER into imagery with the generator in CHECKPOINT.
@@ -83,11 +96,15 @@ def command(checkpoint: str, landcover: str, out: str | None, edits: str | None,
     The land cover is read in strips and cut into overlapping windows of the checkpoint's chip
     size; the windows are generated in batches and cross-faded, and finished rows are written
     at once, so memory does not grow with the raster. Nodata in the land cover stays nodata in
-    the output (value 0 for unsigned bands, whose valid pixels are at least 1).
+    the output (value 0 for unsigned bands, whose valid pixels are at least 1). The output's
+    GeoTIFF tags say it is synthetic and how it was made (GEOSPADE_*: version, checkpoint
+    SHA-256 and step, seed, overlap, edits, land cover); 'geospade info OUT' shows them.
 
     \b
     Examples:
-      geospade synthesize run/checkpoint.pt landcover.tif -o synthetic.tif --cog
+      geospade synthesize run/checkpoint.pt landcover.tif -o synthetic.tif --cog --stac
+      geospade synthesize run/checkpoint.pt landcover.tif -o rgb.tif --compress jpeg \\
+          --co JPEG_QUALITY=90 --blocksize 512
       geospade synthesize run/checkpoint.pt landcover.tif -o forest.tif \\
           --edits fields.gpkg --edit-field new_class
 
@@ -109,7 +126,8 @@ def command(checkpoint: str, landcover: str, out: str | None, edits: str | None,
     summary = synthesize(
         checkpoint, landcover, out, edits=edits, edit_field=edit_field,
         save_landcover=save_landcover, overlap=overlap, batch_size=batch_size, device=device,
-        seed=seed, style=style, bbox=bbox, window=window, cog=cog, compress=compress, amp=amp,
+        seed=seed, style=style, bbox=bbox, window=window, cog=cog, compress=compress,
+        creation_options=creation_options, block_size=block_size, stac=stac, amp=amp,
         tiles_only=tiles_only, rank=rank, world_size=world_size, unknown=unknown,
         overwrite=overwrite, quiet=quiet,
     )

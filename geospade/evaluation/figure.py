@@ -1,6 +1,8 @@
 """The report's PNG figure: per-class bars of each method, and mask | real | generated samples.
 
-(docs/design.md, "Evaluation report".)
+Samples are drawn with the chip store's RGB bands
+(:attr:`~geospade.formats.chip_store.ChipStore.rgb`) and enlarged pixel by pixel to at least
+256 px, so that a 64-px chip can be seen (docs/design.md, "Evaluation report").
 """
 
 from __future__ import annotations
@@ -12,15 +14,40 @@ from typing import Any
 import numpy as np
 
 from geospade.atomic import atomic_path
-from geospade.evaluation import metrics
 from geospade.evaluation.summary import METHOD_LABELS, METHODS
+from geospade.training.preview import upscale_nearest
+
+SAMPLE_DPI = 100
+SAMPLE_ROW_INCHES = 3.4
+"""Each sample row is 340 px high: its panels show the enlarged chips at about 290 px."""
 
 
-def _display(image: np.ndarray, bands: Sequence[str]) -> np.ndarray:
-    """A normalised image ``(C, H, W)`` as an RGB (or grey) array in 0..1 for plotting."""
-    rgb = metrics.rgb_band_indices(bands)
-    img = image[rgb] if rgb is not None else image[:1].repeat(3, axis=0)
-    return np.clip((np.moveaxis(img, 0, -1) + 1.0) / 2.0, 0.0, 1.0)
+def report_rgb(report: dict[str, Any]) -> tuple[int, int, int]:
+    """The bands the samples are drawn with: the report's ``rgb``, else the chip store's
+    (:attr:`~geospade.formats.chip_store.ChipStore.rgb`), else chosen from the band names."""
+    rgb = report.get("rgb")
+    if isinstance(rgb, (list, tuple)) and len(rgb) == 3:
+        return tuple(int(i) for i in rgb)
+    from geospade.errors import GeospadeError
+    from geospade.formats.chip_store import open_chip_store
+
+    chips = report.get("chips")
+    if chips:
+        try:
+            store = open_chip_store(chips)
+            if store.rgb is not None and [b.name for b in store.bands] == report["bands"]:
+                return store.rgb
+        except GeospadeError:
+            pass  # the store moved since: the band names decide
+    from geospade.raster.bands import rgb_bands
+
+    return rgb_bands(report["bands"], []).indices
+
+
+def _display(image: np.ndarray, rgb: Sequence[int]) -> np.ndarray:
+    """A normalised image ``(C, H, W)`` as an RGB array in 0..1 for plotting, enlarged."""
+    img = image[list(rgb)]
+    return upscale_nearest(np.clip((np.moveaxis(img, 0, -1) + 1.0) / 2.0, 0.0, 1.0))
 
 
 def _class_bars(fig, grid, report: dict[str, Any]) -> None:
@@ -51,9 +78,11 @@ def _sample_rows(fig, grid, report: dict[str, Any], samples: dict[str, list]) ->
     palette = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in report["colors"]])
     table = np.full((256, 3), 255, dtype=np.uint8)  # ignore/nodata shows white
     table[: len(palette)] = palette
+    rgb = report_rgb(report)
     for r, mask in enumerate(samples["mask"]):
-        panels = [("mask", table[mask]), ("real", _display(samples["real"][r], report["bands"])),
-                  ("generated", _display(samples["model"][r], report["bands"]))]
+        panels = [("mask", upscale_nearest(table[mask])),
+                  ("real", _display(samples["real"][r], rgb)),
+                  ("generated", _display(samples["model"][r], rgb))]
         for col, (title, img) in enumerate(panels):
             ax = fig.add_subplot(grid[r + 1, col * 2 : col * 2 + 2])
             ax.imshow(img, interpolation="nearest")
@@ -80,7 +109,7 @@ def write_figure(report: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     samples = report.get("_samples") or {"mask": []}
     nrows = 1 + len(samples["mask"])
-    fig = plt.figure(figsize=(10, 3.6 + 2.6 * len(samples["mask"])))
+    fig = plt.figure(figsize=(12, 3.6 + SAMPLE_ROW_INCHES * len(samples["mask"])))
     grid = fig.add_gridspec(nrows, 6, height_ratios=[1.2] + [1.0] * (nrows - 1))
     try:
         _class_bars(fig, grid, report)
@@ -88,7 +117,7 @@ def write_figure(report: dict[str, Any], path: str | Path) -> Path:
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=80, format="png")
+            fig.savefig(tmp, dpi=SAMPLE_DPI, format="png")
     finally:
         plt.close(fig)
     return path

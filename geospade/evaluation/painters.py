@@ -1,8 +1,9 @@
 """Painters: what turns a batch of masks into the normalised images an evaluation measures.
 
-A painter takes class-index masks ``(N, H, W)`` uint8 and the chips' indices in the evaluated
-split, and returns images ``(N, C, H, W)`` float32 normalised with the chip store's band stats,
-so that every method is measured like a real chip (docs/design.md, "Evaluation report").
+A painter takes class-index masks ``(N, H, W)`` uint8 and the chips' indices in their split (the
+evaluated split; the train split when TSTR has the model paint the train masks), and returns
+images ``(N, C, H, W)`` float32 normalised with the chip store's band stats, so that every method
+is measured like a real chip (docs/design.md, "Evaluation report").
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
     from geospade.synthesis.model import SynthesisModel
 
 Painter = Callable[[np.ndarray, Sequence[int]], np.ndarray]
-"""``(masks (N, H, W) uint8, chip indices) -> normalised images (N, C, H, W) float32``."""
+"""``(masks (N, H, W) uint8, chip indices in their split) -> normalised images (N, C, H, W)
+float32``."""
 
 
 def synthesis_painter(model: SynthesisModel, store_bands: Sequence[BandStats]) -> Painter:

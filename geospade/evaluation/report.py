@@ -1,7 +1,12 @@
-"""`evaluate`: how real a checkpoint's imagery is, class by class, with baselines.
+"""`evaluate`: how useful and how real a checkpoint's imagery is, class by class, with baselines.
 
-On one split of a chip store, in one pass, the model and two baselines paint every chip's mask
-(:mod:`geospade.evaluation.painters`):
+First, usefulness as training data (:mod:`geospade.evaluation.utility`): train on synthetic, test
+on real — the same U-Net trained on the real train chips, on the model's paintings of their masks,
+on class-mean paintings and on real + synthetic, each tested on the real chips of the evaluated
+split; the utility ratio and the augmentation gain over seeds lead the report.
+
+Then realism. On one split of a chip store, in one pass, the model and two baselines paint every
+chip's mask (:mod:`geospade.evaluation.painters`):
 
 - ``model``: the checkpoint's generator (its EMA weights when present), loaded as ``synthesize``
   loads it (:func:`geospade.synthesis.model.load_synthesis_model`: the same precision, layout
@@ -13,18 +18,21 @@ On one split of a chip store, in one pass, the model and two baselines paint eve
 
 Each is compared with the real images of the same masks (:mod:`geospade.evaluation.scores`):
 per-class/per-band Wasserstein distance (normalised and source units), per-class texture ratio,
-segmentation consistency (mIoU of a U-Net trained on real train chips; see
-:mod:`geospade.evaluation.segmenter`) and FID when Inception weights are on this machine. The
-report is a plain dict (``report.json``, schema below and in docs/design.md, "Evaluation
-report"), a terminal table (:func:`~geospade.evaluation.summary.format_summary`) and a PNG figure
-(:func:`~geospade.evaluation.figure.write_figure`).
+segmentation consistency (mIoU of a U-Net trained on real train chips, reading the painted
+images; see :mod:`geospade.evaluation.segmenter`) and FID when Inception weights are on this
+machine. The report is a plain dict (``report.json``, schema below and in docs/design.md,
+"Evaluation report"), a terminal table (:func:`~geospade.evaluation.summary.format_summary`)
+and a PNG figure (:func:`~geospade.evaluation.figure.write_figure`).
 
 ``report.json``: ``format`` ("geospade-evaluation"), ``format_version`` (1),
-``geospade_version``, ``created``, ``chips``, ``split``, ``num_chips``, ``scheme``, ``classes``,
-``colors``, ``bands``, ``dtype``, ``class_pixels`` (per class index), ``histogram_bins``,
-``real`` (``texture``, ``segmentation``), ``methods`` ({method: :func:`~geospade.evaluation.scores.
-method_entry`}), ``segmenter`` (settings, cache, cached), ``fid`` (available, note), ``notes``,
-``checkpoint``, ``step``. NaN and infinite values are null.
+``geospade_version``, ``created``, ``chips``, ``split``, ``num_chips``, ``headline``
+(:func:`~geospade.evaluation.summary.headline` of the model: the utility ratio first),
+``utility`` (:meth:`~geospade.evaluation.utility.UtilityResult.to_dict`; absent when not
+measured), ``scheme``, ``classes``, ``colors``, ``bands``, ``dtype``, ``class_pixels`` (per class
+index), ``histogram_bins``, ``real`` (``texture``, ``segmentation``), ``methods`` ({method:
+:func:`~geospade.evaluation.scores.method_entry`}), ``segmenter`` (settings, cache, cached),
+``fid`` (available, note), ``notes``, ``checkpoint``, ``step``. NaN and infinite values are null.
+Version 1 readers are unaffected: ``headline`` and ``utility`` are new keys, nothing else moved.
 """
 
 from __future__ import annotations
@@ -32,7 +40,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -72,6 +79,15 @@ from geospade.evaluation.segmenter import (
 )
 from geospade.evaluation.split_source import SplitSource
 from geospade.evaluation.summary import METHOD_LABELS, METHODS, format_summary, headline
+from geospade.evaluation.utility import (
+    DEFAULT_UTILITY,
+    ChipStoreScoreCache,
+    UtilitySettings,
+    check_chip_counts,
+    downstream_utility,
+    train_subset,
+)
+from geospade.formats.chip_store import check_real_chips
 from geospade.models.precision import resolve_device
 from geospade.normalization import BandStats
 from geospade.outputs import (
@@ -88,8 +104,9 @@ REPORT_VERSION = 1
 
 
 def progress_enabled(quiet: bool = False) -> bool:
-    """Progress bars are shown only on a terminal and without ``--quiet``."""
-    return not quiet and sys.stderr.isatty()
+    """Progress is shown without ``--quiet``: a bar on a terminal, log lines elsewhere
+    (:func:`geospade.log.progress`)."""
+    return not quiet
 
 
 def _json(value):
@@ -119,6 +136,7 @@ def evaluate(
     *,
     figure: str | Path | None | bool = True,
     segmenter: SegmenterSettings | None = DEFAULT_SEGMENTER,
+    utility: UtilitySettings | None = DEFAULT_UTILITY,
     inception_weights: str | Path | None = None,
     batch_size: int = 8,
     device: str | None = None,
@@ -136,6 +154,9 @@ def evaluate(
         figure: PNG figure path; True (default) puts it next to ``out`` with a ``.png`` suffix;
             False/None writes none.
         segmenter: settings of the segmentation-consistency U-Net; None skips that metric.
+        utility: settings of train on synthetic, test on real (TSTR), whose U-Nets train on the
+            train split (the model paints its masks) and test on ``split``; None skips it, as
+            does ``split="train"`` (with a note).
         inception_weights: a local Inception v3 weight file for FID (default: look in the torch
             hub cache; FID is skipped, and the report says so, when there is none).
         batch_size: chips per generator call.
@@ -149,8 +170,10 @@ def evaluate(
         The report (see ``report.json``; NaN values are None).
 
     Raises:
-        GeospadeError: missing files, scheme/band mismatch, an empty split, an unknown device,
-            outputs that exist or whose folder cannot be written (all before any work).
+        GeospadeError: missing files, scheme/band mismatch, a synthetic chip store, an empty
+            split, an unknown device, outputs that exist or whose folder cannot be written (all
+            before any work); a split with too few chips for TSTR
+            (:class:`~geospade.evaluation.utility.TooFewChipsError`, before any training).
     """
     check_seed(seed)
     checkpoint, chips = Path(checkpoint), Path(chips)
@@ -160,8 +183,8 @@ def evaluate(
                    [("the checkpoint", checkpoint), ("the chip store", chips),
                     ("the Inception weights", inception_weights)])
     with locked_outputs([(out, "report"), (fig_path, "figure")]):
-        return _evaluate(checkpoint, chips, split, out, fig_path, segmenter, inception_weights,
-                         batch_size, device, seed, quiet)
+        return _evaluate(checkpoint, chips, split, out, fig_path, segmenter, utility,
+                         inception_weights, batch_size, device, seed, quiet)
 
 
 def _check_outputs(out: Path | None, fig_path: Path | None, overwrite: bool, inputs) -> None:
@@ -207,8 +230,8 @@ def _check_compatible(ckpt: dict[str, Any], scheme: ClassScheme, bands: Sequence
 
 
 def _evaluate(checkpoint: Path, chips: Path, split: str, out: Path | None,
-              fig_path: Path | None, segmenter, inception_weights, batch_size: int, device,
-              seed: int, quiet: bool) -> dict[str, Any]:
+              fig_path: Path | None, segmenter, utility, inception_weights, batch_size: int,
+              device, seed: int, quiet: bool) -> dict[str, Any]:
     from geospade.data.chips import ChipDataset, open_chip_store
     from geospade.formats.checkpoint import load_checkpoint
     from geospade.synthesis.model import load_synthesis_model
@@ -216,6 +239,7 @@ def _evaluate(checkpoint: Path, chips: Path, split: str, out: Path | None,
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint)
     store = open_chip_store(chips)
+    check_real_chips(store, "evaluate")
     _check_compatible(ckpt, store.scheme, store.bands, checkpoint, chips)
     step = ckpt.get("step")
     del ckpt  # the loader below reads the file again: never hold both copies
@@ -224,8 +248,8 @@ def _evaluate(checkpoint: Path, chips: Path, split: str, out: Path | None,
     model = load_synthesis_model(checkpoint, dev, amp="auto", seed=seed)
     report = evaluate_painter(
         synthesis_painter(model, store.bands), chips, split, segmenter=segmenter,
-        inception_weights=inception_weights, batch_size=batch_size, device=dev, seed=seed,
-        quiet=quiet, dataset_cls=ChipDataset,
+        utility=utility, inception_weights=inception_weights, batch_size=batch_size,
+        device=dev, seed=seed, quiet=quiet, dataset_cls=ChipDataset,
     )
     report["checkpoint"] = str(checkpoint)
     report["step"] = step
@@ -246,6 +270,7 @@ def evaluate_painter(
     split: str = "val",
     *,
     segmenter: SegmenterSettings | None = DEFAULT_SEGMENTER,
+    utility: UtilitySettings | None = None,
     inception_weights: str | Path | None = None,
     batch_size: int = 8,
     device: str | torch.device | None = None,
@@ -260,9 +285,13 @@ def evaluate_painter(
     it directly.
 
     Args:
-        painter: see :data:`~geospade.evaluation.painters.Painter`.
+        painter: see :data:`~geospade.evaluation.painters.Painter`. With ``utility`` it also
+            paints the train split's masks (the indices it gets are then train-split indices).
         chips, split, segmenter, inception_weights, batch_size, device, seed, quiet: as for
             :func:`evaluate`.
+        utility: TSTR settings, as for :func:`evaluate`; None (the default here, unlike
+            :func:`evaluate`'s) skips it, as a painter of the evaluated split's chips by index
+            cannot paint the train masks.
         dataset_cls: the dataset class chips are read with (default
             :class:`geospade.data.chips.ChipDataset`).
 
@@ -275,14 +304,44 @@ def evaluate_painter(
     dev = resolve_device(device)
     show = progress_enabled(quiet)
     source = SplitSource(chips, split, dataset_cls)
+    if utility is not None and split != "train":
+        check_chip_counts(len(source.train), len(source))  # before any training
     seg_net, seg_info, seg_note = _segmenter(source, segmenter, dev, show)
     inception, rgb, fid_note = _inception(source.bands, inception_weights, dev)
-    painters, shuffle_note = _painters(painter, source, seed, show)
-    notes = [note for note in (seg_note, fid_note, shuffle_note) if note is not None]
+    means = source.class_means(show)
+    painters, shuffle_note = _painters(painter, means, source, seed, show)
     found = measure(source, painters, Judges(dev, seg_net, inception, rgb), batch_size, show)
-    report = _json(_report(source, found, seg_info, inception is not None, fid_note, notes))
+    tstr, tstr_note = _utility(painter, means, source, utility, batch_size, dev, show)
+    notes = [n for n in (tstr_note, seg_note, fid_note, shuffle_note) if n is not None]
+    report = _json(_report(source, found, tstr, seg_info, inception is not None, fid_note,
+                           notes))
+    report["headline"] = headline(report)
     report["_samples"] = found.samples.as_dict()  # numpy arrays for the figure; never in JSON
     return report
+
+
+def _utility(painter: Painter, means: np.ndarray, source: SplitSource,
+             settings: UtilitySettings | None, batch_size: int, device: torch.device,
+             progress: bool) -> tuple[dict[str, Any] | None, str | None]:
+    """Train on synthetic, test on real: the report's ``utility`` entry (None when skipped) and
+    a note when it is skipped."""
+    if settings is None:
+        return None, None
+    if source.split == "train":
+        return None, ("TSTR skipped: it tests on the evaluated split, here the train split its "
+                      "U-Nets train on")
+    subset = train_subset(len(source.train), settings.max_train_chips)
+    train_images, train_masks = source.train_arrays(subset)
+    synthetic = np.concatenate([
+        painter(train_masks[i:i + batch_size], subset[i:i + batch_size].tolist())
+        for i in range(0, len(subset), batch_size)])
+    class_mean = class_mean_painter(means)(train_masks, subset.tolist())
+    test_images, test_masks = source.arrays()
+    result = downstream_utility(
+        train_images, train_masks, synthetic, class_mean, test_images, test_masks,
+        source.num_classes, settings, device, progress,
+        cache=ChipStoreScoreCache(source.chips, source.split, settings))
+    return result.to_dict(), None
 
 
 def _segmenter(source: SplitSource, settings: SegmenterSettings | None, device: torch.device,
@@ -335,10 +394,10 @@ def _inception(bands: Sequence[BandStats], weights: str | Path | None, device: t
     return inception, rgb, f"FID on bands {names} with Inception weights {found}"
 
 
-def _painters(model: Painter, source: SplitSource, seed: int, progress: bool
-              ) -> tuple[dict[str, Painter], str | None]:
-    """The model and the baselines, in report order, and a note when a baseline is skipped."""
-    means = source.class_means(progress)
+def _painters(model: Painter, means: np.ndarray, source: SplitSource, seed: int,
+              progress: bool) -> tuple[dict[str, Painter], str | None]:
+    """The model and the baselines (``means``: the class-mean spectra), in report order, and a
+    note when a baseline is skipped."""
     painters = {"model": model, "class_mean": class_mean_painter(means)}
     perm = derangement(len(source), seed)
     if perm is None:
@@ -347,9 +406,11 @@ def _painters(model: Painter, source: SplitSource, seed: int, progress: bool
     return painters, None
 
 
-def _report(source: SplitSource, found: Measurements, seg_info: dict[str, Any] | None,
-            fid_available: bool, fid_note: str, notes: list[str]) -> dict[str, Any]:
-    """The report's content (numpy values; :func:`_json` makes it JSON)."""
+def _report(source: SplitSource, found: Measurements, utility: dict[str, Any] | None,
+            seg_info: dict[str, Any] | None, fid_available: bool, fid_note: str,
+            notes: list[str]) -> dict[str, Any]:
+    """The report's content (numpy values; :func:`_json` makes it JSON). ``headline`` is a
+    placeholder, filled from the finished report, so that it comes first in the file."""
     scheme, bands, real = source.scheme, source.bands, found.real
     span = np.array([(b.high - b.low) / 2.0 for b in bands])
     methods = {name: method_entry(scores, real, span, fid_available)
@@ -362,6 +423,8 @@ def _report(source: SplitSource, found: Measurements, seg_info: dict[str, Any] |
         "chips": str(source.chips),
         "split": source.split,
         "num_chips": len(source),
+        "headline": None,
+        **({"utility": utility} if utility is not None else {}),
         "scheme": scheme.name,
         "classes": scheme.names,
         "colors": ["#{:02x}{:02x}{:02x}".format(*cls.color) for cls in scheme.classes],

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from geospade import log
 from geospade.evaluation import metrics
 from geospade.evaluation.painters import Painter
 from geospade.evaluation.segmenter import ConfusionMatrix, predict
@@ -109,8 +110,6 @@ def measure(source: SplitSource, painters: Mapping[str, Painter], judges: Judges
 
     ``painters`` must hold ``model`` (its images are the figure's samples).
     """
-    from tqdm.auto import tqdm
-
     bins = metrics.bins_for_dtype(source.bands[0].dtype)
     k, c, seg = source.num_classes, len(source.bands), judges.segmenter is not None
     real = MethodScores(k, c, bins, seg)
@@ -118,7 +117,8 @@ def measure(source: SplitSource, painters: Mapping[str, Painter], judges: Judges
     samples = FigureSamples()
     batches = source.batches(batch_size)
     total = math.ceil(len(source) / batch_size)
-    for batch in tqdm(batches, total=total, desc="evaluate", disable=not progress, leave=False):
+    for batch in log.progress(batches, total=total, desc="evaluate", unit="batch",
+                              quiet=not progress, logger="evaluate"):
         outputs = {name: paint(batch.masks, batch.indices) for name, paint in painters.items()}
         real.add(batch.images, batch.masks, judges)
         for name, images in outputs.items():

@@ -2,7 +2,9 @@
 
 A compact U-Net is trained on the *real* train-split chips of a chip store to predict the class
 map from the imagery. Its mIoU on generated images of the val masks, over its mIoU on the real
-val images, says how much of the class structure a generator reproduces (1.0 is ideal).
+val images, says how much of the class structure a generator reproduces (1.0 is ideal). The same
+U-Net, trained from in-memory chips (:func:`array_chips`), measures whether generated images are
+useful training data (:mod:`geospade.evaluation.utility`).
 
 The trained segmenter is cached in the chip store, ``CHIPS/.geospade-cache/segmenter-<key>.pt``,
 where ``key`` hashes the manifest and the training settings: evaluating a second checkpoint on
@@ -10,6 +12,8 @@ the same chips reuses it, and re-tiling or other settings train a new one. When 
 cannot be written (a shared, read-only copy), the segmenter is cached in the user's cache folder
 instead (``$XDG_CACHE_HOME/geospade/segmenters``, by default ``~/.cache/geospade/segmenters``),
 under a key that also hashes the chip store's absolute path, so two stores never share a file.
+TSTR keeps the scores of its store-only U-Nets in the same two places (:func:`cache_locations`,
+:class:`geospade.evaluation.utility.ChipStoreScoreCache`).
 """
 
 from __future__ import annotations
@@ -17,17 +21,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geospade import log
 from geospade.atomic import atomic_path
 from geospade.errors import GeospadeError
+from geospade.formats.chip_store import manifest_sha256
 from geospade.schemes import IGNORE_INDEX
 
 SEGMENTER_FORMAT = "geospade-segmenter"
@@ -104,21 +111,43 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-def _cache_key(chips: Path, settings: SegmenterSettings, *extra: str) -> str:
-    manifest = chips / "manifest.json"
-    if not manifest.is_file():
-        raise GeospadeError(f"{chips} is not a complete chip store (no manifest.json)")
-    h = hashlib.sha256(manifest.read_bytes())
-    h.update(json.dumps(asdict(settings), sort_keys=True).encode())
+def _cache_key(chips: Path, settings: Mapping[str, Any], *extra: str) -> str:
+    # The store's identity (its manifest's hash): re-tiling writes a new manifest, so it trains a
+    # new segmenter.
+    h = hashlib.sha256(manifest_sha256(chips).encode())
+    h.update(json.dumps(dict(settings), sort_keys=True).encode())
     for text in extra:
         h.update(text.encode())
     return h.hexdigest()[:16]
 
 
+def cache_locations(chips: str | Path, name: str, settings: Mapping[str, Any], *extra: str,
+                    suffix: str = ".pt", folder: str = "segmenters") -> tuple[Path, Path]:
+    """Where something trained on a chip store is cached: in the store, and in the user's cache.
+
+    Both names hash the store's manifest, ``settings`` and ``extra``; the user's also hashes the
+    store's absolute path, so two stores never share a file there.
+
+    Args:
+        chips: the chip store.
+        name: the file name's stem before the key (``segmenter``, ``tstr-real``, …).
+        settings: the values the cached result depends on (JSON-serialisable).
+        extra: further strings the result depends on.
+        suffix: the file's suffix.
+        folder: the subfolder of :func:`user_cache_dir`.
+
+    Returns:
+        ``(path in CHIPS/.geospade-cache, path in the user's cache)``, to be tried in that order.
+    """
+    chips = Path(chips)
+    in_store = chips / CACHE_DIR / f"{name}-{_cache_key(chips, settings, *extra)}{suffix}"
+    key = _cache_key(chips, settings, *extra, str(chips.resolve()))
+    return in_store, user_cache_dir() / folder / f"{name}-{key}{suffix}"
+
+
 def cache_path(chips: str | Path, settings: SegmenterSettings) -> Path:
     """Where the segmenter of this chip store and these settings is cached in the store."""
-    chips = Path(chips)
-    return chips / CACHE_DIR / f"segmenter-{_cache_key(chips, settings)}.pt"
+    return cache_locations(chips, "segmenter", asdict(settings))[0]
 
 
 def user_cache_dir() -> Path:
@@ -131,9 +160,7 @@ def user_cache_dir() -> Path:
 def user_cache_path(chips: str | Path, settings: SegmenterSettings) -> Path:
     """Where the segmenter is cached when the chip store cannot be written: in
     :func:`user_cache_dir`, keyed by the store's manifest, absolute path and the settings."""
-    chips = Path(chips)
-    key = _cache_key(chips, settings, str(chips.resolve()))
-    return user_cache_dir() / "segmenters" / f"segmenter-{key}.pt"
+    return cache_locations(chips, "segmenter", asdict(settings))[1]
 
 
 def load_cached_segmenter(chips: str | Path, settings: SegmenterSettings,
@@ -170,6 +197,34 @@ def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
     return x, y
 
 
+BatchDraw = Callable[[int, torch.Generator], list[int]]
+"""``(step, generator) -> indices of the chips of that step's batch``."""
+
+
+def uniform_batches(num_chips: int, batch_size: int) -> BatchDraw:
+    """Each batch: ``batch_size`` chips drawn uniformly, with replacement, from ``num_chips``."""
+
+    def draw(step: int, gen: torch.Generator) -> list[int]:
+        return torch.randint(0, num_chips, (batch_size,), generator=gen).tolist()
+
+    return draw
+
+
+def array_chips(images: np.ndarray,
+                masks: np.ndarray) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
+    """A ``load_chip`` for :func:`train_segmenter` over in-memory chips.
+
+    Args:
+        images: normalised images ``(N, C, H, W)`` float32.
+        masks: class indices ``(N, H, W)`` (255 = ignore).
+    """
+
+    def load(i: int) -> tuple[np.ndarray, np.ndarray]:
+        return images[i], masks[i]
+
+    return load
+
+
 def train_segmenter(
     load_chip: Callable[[int], tuple[np.ndarray, np.ndarray]],
     num_chips: int,
@@ -178,8 +233,14 @@ def train_segmenter(
     settings: SegmenterSettings = DEFAULT_SEGMENTER,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    *,
+    draw: BatchDraw | None = None,
 ) -> UNet:
-    """Train a :class:`UNet` on real chips.
+    """Train a :class:`UNet` on chips (from a chip store, or in memory with :func:`array_chips`).
+
+    ``settings.seed`` fixes the initial weights, the batches and the augmentation: the same
+    chips and settings give the same network on a CPU (run to run, cuDNN may pick
+    non-deterministic algorithms).
 
     Args:
         load_chip: ``i -> (normalised image (C, H, W) float32, mask (H, W) uint8)``.
@@ -189,14 +250,15 @@ def train_segmenter(
         settings: training settings.
         device: torch device.
         progress: show a progress bar.
+        draw: which chips each step's batch holds (default :func:`uniform_batches`).
 
     Returns:
         The trained network, in eval mode.
     """
-    from tqdm.auto import tqdm
-
     if num_chips == 0:
         raise GeospadeError("the train split has no chips to train the segmenter on")
+    if draw is None:
+        draw = uniform_batches(num_chips, settings.batch_size)
     torch.manual_seed(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
     net = UNet(bands, num_classes, settings.base_channels, settings.depth).to(device)
@@ -204,10 +266,10 @@ def train_segmenter(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(settings.steps, 1))
     cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     net.train()
-    for _ in tqdm(range(settings.steps), desc="segmenter", disable=not progress, leave=False):
-        idx = torch.randint(0, num_chips, (settings.batch_size,), generator=gen).tolist()
+    for step in log.progress(range(settings.steps), desc="segmenter", quiet=not progress,
+                             logger="evaluate"):
         xs, ys = [], []
-        for i in idx:
+        for i in draw(step, gen):
             if i not in cache:
                 image, mask = load_chip(i)
                 pair = (torch.from_numpy(image), torch.from_numpy(mask.astype(np.int64)))
@@ -284,7 +346,12 @@ class ConfusionMatrix:
 
 @torch.no_grad()
 def predict(net: UNet, images: Sequence[np.ndarray] | np.ndarray,
-            device: str | torch.device = "cpu") -> np.ndarray:
-    """Class predictions ``(N, H, W)`` uint8 for normalised images ``(N, C, H, W)``."""
-    x = torch.from_numpy(np.ascontiguousarray(np.stack(list(images)))).float().to(device)
-    return net(x).argmax(dim=1).to(torch.uint8).cpu().numpy()
+            device: str | torch.device = "cpu", batch_size: int = 64) -> np.ndarray:
+    """Class predictions ``(N, H, W)`` uint8 for normalised images ``(N, C, H, W)``, computed
+    ``batch_size`` images at a time (memory is bounded by the batch, not by ``N``)."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = np.stack(list(images[start:start + batch_size]))
+        x = torch.from_numpy(np.ascontiguousarray(batch)).float().to(device)
+        out.append(net(x).argmax(dim=1).to(torch.uint8).cpu().numpy())
+    return np.concatenate(out)

@@ -1,20 +1,22 @@
 """The chips an evaluation reads: one split of a chip store, in batches, and its train split.
 
 The evaluated split gives the masks every method paints and the real images they are compared
-with; the train split gives the class-mean baseline its spectra and the segmenter its training
-chips (docs/design.md, "Evaluation report").
+with (and TSTR's test chips); the train split gives the class-mean baseline its spectra, the
+segmenter and TSTR their training chips (docs/design.md, "Evaluation report"). Both must be real
+chips: a store of generated chips (``geospade generate``) is refused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from geospade.formats.chip_store import ChipStore
+from geospade import log
+from geospade.formats.chip_store import ChipStore, check_real_chips
 from geospade.normalization import BandStats
 from geospade.schemes import ClassScheme
 
@@ -46,7 +48,8 @@ class SplitSource:
             :class:`geospade.data.chips.ChipDataset`).
 
     Raises:
-        GeospadeError: a missing or incomplete store, or a split without chips.
+        GeospadeError: a missing or incomplete store, a synthetic store, or a split without
+            chips.
     """
 
     def __init__(self, chips: Path, split: str, dataset_cls: Any = None):
@@ -55,6 +58,7 @@ class SplitSource:
         self.chips = chips
         self.split = split
         self.data = dataset_cls(chips, split)
+        check_real_chips(self.data.store, "evaluate")
         self.train = dataset_cls(chips, "train") if split != "train" else self.data
 
     @property
@@ -85,6 +89,17 @@ class SplitSource:
         item = self.train[index]
         return item["image"].numpy(), item["mask"].numpy().astype(np.uint8)
 
+    def train_arrays(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Images ``(N, C, H, W)`` float32 and uint8 masks ``(N, H, W)`` of train chips."""
+        pairs = [self.train_chip(int(i)) for i in indices]
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Images ``(N, C, H, W)`` float32 and uint8 masks ``(N, H, W)`` of the whole split."""
+        batches = list(self.batches(64))
+        return (np.concatenate([b.images for b in batches]),
+                np.concatenate([b.masks for b in batches]))
+
     def batches(self, batch_size: int) -> Iterator[ChipBatch]:
         """The split's chips in order, ``batch_size`` at a time (the last batch may be short)."""
         n = len(self.data)
@@ -97,13 +112,11 @@ class SplitSource:
 
     def class_means(self, progress: bool = False) -> np.ndarray:
         """Mean normalised spectrum per class ``(K, C)`` over the train split (0 if never seen)."""
-        from tqdm.auto import tqdm
-
         k, c = self.num_classes, len(self.bands)
         total = np.zeros((k, c), dtype=np.float64)
         count = np.zeros(k, dtype=np.int64)
-        for i in tqdm(range(len(self.train)), desc="class means", disable=not progress,
-                      leave=False):
+        for i in log.progress(range(len(self.train)), desc="class means", unit="chip",
+                              quiet=not progress, logger="evaluate"):
             item = self.train[i]
             image, mask = item["image"].numpy(), item["mask"].numpy()
             valid = mask < k

@@ -9,7 +9,11 @@ Layout (format version 1)::
 
     OUT/images/<id>.tif   imagery chip, source dtype and band descriptions, CRS + window transform
     OUT/masks/<id>.tif    uint8 class indices, 255 = ignore, the scheme's colour table
-    OUT/index.gpkg        layer "chips", one row per chip
+    OUT/masks/<id>.tif.aux.xml  the class names (GDAL category names, which QGIS's legend shows),
+                          when the writer is given the classes
+    OUT/index.gpkg        layer "chips", one row per chip; class fractions in columns
+                          frac_<class name> (:func:`class_fraction_columns`; stores before them:
+                          frac_<index>, :attr:`ChipStore.fraction_columns` reads either)
     OUT/manifest.json     written last; a store without it is incomplete
 """
 
@@ -18,10 +22,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
@@ -33,6 +39,9 @@ from geospade.errors import GeospadeError, check_format_header
 from geospade.normalization import BandStats
 from geospade.raster.codecs import codec_options
 from geospade.schemes import IGNORE_INDEX, ClassScheme
+
+if TYPE_CHECKING:
+    from geospade.raster.strip_writer import RasterClass
 
 FORMAT = "geospade-chips"
 FORMAT_VERSION = 1
@@ -81,6 +90,36 @@ def mask_profile(crs: CRS, compress: str = "none") -> dict:
                 photometric="palette", **codec_options(compress))
 
 
+def mask_classes(scheme: ClassScheme) -> list[RasterClass]:
+    """The classes of a mask chip (class index, name, colour), for :class:`ChipWriter`'s
+    ``classes``."""
+    from geospade.raster.strip_writer import RasterClass
+
+    return [RasterClass(i, c.name, (*c.color, 255)) for i, c in enumerate(scheme.classes)]
+
+
+def class_fraction_columns(class_names: Sequence[str]) -> list[str]:
+    """The ``index.gpkg`` columns of the class fractions: ``frac_<name>``, the class name in
+    lower case with every run of other characters than letters and digits as ``_``
+    ("tree canopy and shrubs" -> ``frac_tree_canopy_and_shrubs``); a name that is empty or
+    taken by an earlier class then gets its index (``frac_<name>_<i>``, ``frac_<i>``).
+
+    Args:
+        class_names: the scheme's class names, in index order.
+
+    Returns:
+        One column name per class.
+    """
+    columns: list[str] = []
+    for i, name in enumerate(class_names):
+        stem = re.sub(r"[^0-9a-z]+", "_", str(name).lower()).strip("_")
+        column = f"frac_{stem}" if stem else f"frac_{i}"
+        if column in columns:
+            column = f"{column}_{i}"
+        columns.append(column)
+    return columns
+
+
 class ChipWriter:
     """Writes same-shaped chips of one kind (imagery or mask) as georeferenced GeoTIFFs.
 
@@ -94,18 +133,35 @@ class ChipWriter:
         profile: :func:`image_profile` or :func:`mask_profile`.
         descriptions: band descriptions to set (imagery).
         colormap: colour table of band 1 (masks).
+        tags: metadata items of every chip (e.g. :func:`geospade.provenance.chip_tags`): in
+            the template, so they cost nothing per chip.
+        classes: the classes of a mask (:func:`mask_classes`): each chip also gets a
+            ``.aux.xml`` naming them, which QGIS shows in its legend (one more small file per
+            chip: about 1 ms each on a slow disk).
     """
 
-    def __init__(self, profile: dict, descriptions=(), colormap: dict | None = None):
+    def __init__(self, profile: dict, descriptions=(), colormap: dict | None = None,
+                 tags: Mapping[str, str] | None = None,
+                 classes: Sequence[RasterClass] | None = None):
         self.profile = profile
         self.descriptions = list(descriptions)
         self.colormap = colormap
+        self.tags = dict(tags or {})
+        self._aux = None
+        if classes:
+            from geospade.raster.strip_writer import class_aux_xml
+
+            # Category names only: what QGIS labels the colour table with, in 0.4 kB.
+            self._aux = class_aux_xml(classes, rat=False)
         self._templates: dict[tuple, _Template | None] = {}
 
     def write(self, path: Path, data: np.ndarray, transform: Affine) -> None:
         """Write ``data`` (``(C, H, W)``, or ``(H, W)`` for one band) with ``transform``."""
-        if data.ndim == 2:
-            data = data[None]
+        self._write(path, data[None] if data.ndim == 2 else data, transform)
+        if self._aux is not None:
+            Path(f"{path}.aux.xml").write_bytes(self._aux)
+
+    def _write(self, path: Path, data: np.ndarray, transform: Affine) -> None:
         key = (data.shape, data.dtype.str, transform.a, transform.b, transform.d, transform.e)
         if "compress" not in self.profile:
             if key not in self._templates:
@@ -121,6 +177,8 @@ class ChipWriter:
 
     def _fill(self, dst, data: np.ndarray) -> None:
         # Tags before pixels, so GDAL writes the directory once (no stale copy left in the file).
+        if self.tags:
+            dst.update_tags(**self.tags)
         for b, desc in enumerate(self.descriptions, start=1):
             if desc:
                 dst.set_band_description(b, desc)
@@ -224,13 +282,18 @@ class _Template:
 
 
 def write_index(
-    path: Path, records: list[dict], num_classes: int, crs: CRS, append: bool = False
+    path: Path, records: list[dict], classes: int | Sequence[str], crs: CRS,
+    append: bool = False
 ) -> None:
     """Write ``index.gpkg`` (layer ``chips``): one row per chip with its footprint polygon.
 
     Args:
         records: chip records with id, split, row_off, col_off, width, height, nodata_fraction,
             class_fractions (list of K), image, mask and bounds (left, bottom, right, top).
+        classes: the class names: the fraction columns are named by class
+            (:func:`class_fraction_columns`); a number of classes K gives the columns of
+            stores before them, ``frac_0`` … ``frac_<K-1>``.
+        crs: the footprints' CRS.
         append: add to an existing index instead of creating it.
     """
     import geopandas as gpd
@@ -245,8 +308,10 @@ def write_index(
         "height": [r["height"] for r in records],
         "nodata_fraction": [r["nodata_fraction"] for r in records],
     }
-    for i in range(num_classes):
-        columns[f"frac_{i}"] = [r["class_fractions"][i] for r in records]
+    names = ([f"frac_{i}" for i in range(classes)] if isinstance(classes, int)
+             else class_fraction_columns(classes))
+    for i, name in enumerate(names):
+        columns[name] = [r["class_fractions"][i] for r in records]
     columns["image"] = [r["image"] for r in records]
     columns["mask"] = [r["mask"] for r in records]
     geometry = [box(*r["bounds"]) for r in records]
@@ -314,6 +379,10 @@ class ChipStore:
         chip_size: chip width and height in pixels.
         stride: pixels between neighbouring chips (None: not recorded).
         counts: chips per split (only the splits the manifest lists).
+        rgb: 0-based indices of the bands drawn as red, green, blue: the manifest's ``rgb``
+            (what ``geospade tile`` chose), else chosen from the band names
+            (:func:`geospade.raster.bands.rgb_bands`; one band three times is grey). None: a
+            store built without :func:`open_chip_store`.
     """
 
     root: Path
@@ -323,10 +392,49 @@ class ChipStore:
     chip_size: int
     stride: int | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    rgb: tuple[int, int, int] | None = None
 
     @property
     def num_classes(self) -> int:
         return self.scheme.num_classes
+
+    @property
+    def fraction_columns(self) -> list[str]:
+        """The ``index.gpkg`` columns of the class fractions, in class order: the manifest's
+        ``class_fraction_columns``, or ``frac_<index>`` for a store written before them."""
+        columns = self.manifest.get("class_fraction_columns")
+        if (isinstance(columns, list) and len(columns) == self.num_classes
+                and all(isinstance(c, str) for c in columns)):
+            return list(columns)
+        return [f"frac_{i}" for i in range(self.num_classes)]
+
+    @property
+    def is_synthetic(self) -> bool:
+        """Whether ``geospade generate`` painted this store (its manifest has a
+        :data:`SYNTHETIC` table) rather than ``geospade tile`` cutting it from real imagery."""
+        return isinstance(self.manifest.get(SYNTHETIC), dict)
+
+
+SYNTHETIC = "synthetic"
+"""The manifest key of a synthetic chip store: what painted it (checkpoint, its SHA-256 and step,
+the real store it came from, variants, seed)."""
+
+
+def check_real_chips(store: ChipStore, command: str) -> None:
+    """Refuse a synthetic store where the real chips it was made from are needed.
+
+    Args:
+        store: the open store.
+        command: what needs real chips, for the message ("evaluate", "geospade generate").
+
+    Raises:
+        GeospadeError: the store is synthetic; the message names its real store when known.
+    """
+    if store.is_synthetic:
+        source = store.manifest[SYNTHETIC].get("source_store")
+        raise GeospadeError(f"{store.root} is a synthetic chip store (from geospade generate); "
+                            f"{command} needs the real chips it was made from"
+                            + (f" ({source})" if source else ""))
 
 
 def is_chip_store(path: str | Path) -> bool:
@@ -402,7 +510,22 @@ def open_chip_store(root: str | Path) -> ChipStore:
             isinstance(k, str) and _count(n) for k, n in counts.items()):
         raise GeospadeError(f"{path}: 'counts' must map each split to its number of chips, "
                             f"not {_json_type(counts)} {json.dumps(counts)[:40]}")
-    return ChipStore(root, manifest, scheme, bands, chip_size, stride, dict(counts))
+    return ChipStore(root, manifest, scheme, bands, chip_size, stride, dict(counts),
+                     _rgb(manifest.get("rgb"), bands, path))
+
+
+def _rgb(value: Any, bands: tuple[BandStats, ...], path: Path) -> tuple[int, int, int]:
+    """The manifest's ``rgb`` (three 0-based band indices), checked; chosen from the band names
+    when the manifest has none."""
+    if value is None:
+        from geospade.raster.bands import rgb_bands
+
+        return rgb_bands([b.name for b in bands], []).indices
+    if not (isinstance(value, list) and len(value) == 3
+            and all(_count(i) and i < len(bands) for i in value)):
+        raise GeospadeError(f"{path}: 'rgb' must be three band indices below {len(bands)}, not "
+                            f"{json.dumps(value)[:40]}")
+    return tuple(value)
 
 
 def _bands(value: Any, path: Path) -> tuple[BandStats, ...]:

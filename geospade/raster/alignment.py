@@ -26,8 +26,11 @@ from geospade.errors import GeospadeError
 
 if TYPE_CHECKING:
     from geospade.raster.grid import Grid
+    from geospade.raster.sources import GridLike
 
 RESAMPLING = {"bilinear": Resampling.bilinear, "cubic": Resampling.cubic}
+#: The role of the land cover in :func:`open_raster` (read by value: gaps get nodata).
+LAND_COVER = "land cover"
 
 
 def same_crs(a: CRS | None, b: CRS | None) -> bool:
@@ -45,24 +48,27 @@ def same_crs(a: CRS | None, b: CRS | None) -> bool:
         return False
 
 
-def open_raster(path: str | Path, role: str) -> rasterio.io.DatasetReader:
-    """Open a raster for reading, turning a missing or unreadable file into a one-line error.
+def open_raster(path: str | Path, role: str, *, onto: GridLike | None = None,
+                resampling: str = "bilinear") -> rasterio.io.DatasetReader:
+    """Open a raster input for reading, turning a missing or unreadable file into a one-line
+    error.
+
+    The input may be several files read as one mosaic: a glob, a list file, and any path may
+    be a URL or GDAL path (:mod:`geospade.raster.sources`). The land cover's mosaic marks the
+    pixels between its files with a nodata value (it is read by value), other inputs with the
+    dataset mask where their files have no nodata value.
 
     Args:
-        path: the file.
+        path: the file, or the spec of several.
         role: what it is for the user ("land cover", "imagery"), used in messages.
+        onto: for imagery in files of several grids, the land cover's grid: they are warped
+            onto it with ``resampling``; without it, files must share one grid.
+        resampling: ``bilinear`` or ``cubic``.
     """
-    path = Path(path)
-    if not path.exists():
-        raise GeospadeError(f"{role} file not found: {path}")
-    if path.is_dir():
-        raise GeospadeError(f"{role} path is a folder, not a raster: {path}")
-    if not path.is_file():  # a FIFO or a device would block or never end
-        raise GeospadeError(f"{role} path is not a regular file: {path}")
-    try:
-        return rasterio.open(path)
-    except rasterio.errors.RasterioIOError:
-        raise GeospadeError(f"{role} file is not a raster GDAL can read: {path}") from None
+    from geospade.raster.sources import GapFill, open_input
+
+    gaps = GapFill.NODATA if role == LAND_COVER else GapFill.MASK
+    return open_input(path, role, onto=onto, resampling=resampling, gaps=gaps)
 
 
 def _close(a: float, b: float, scale: float) -> bool:
@@ -90,13 +96,16 @@ class Alignment:
 def align(labels: rasterio.io.DatasetReader, imagery: rasterio.io.DatasetReader) -> Alignment:
     """Find the overlap of the imagery with the label grid and whether it must be warped.
 
+    Two rasters without a CRS (an ML dataset's image/label pair, PNG or TIFF) are pixel-aligned
+    when they have the same size in pixels: pixel (row, col) of one is pixel (row, col) of the
+    other, whatever transform either carries.
+
     Raises:
-        GeospadeError: a raster has no CRS/georeferencing, or the two do not overlap.
+        GeospadeError: only one raster has a CRS, two without one differ in size, or the two do
+            not overlap.
     """
-    if labels.crs is None:
-        raise GeospadeError(f"land cover {labels.name} has no CRS")
-    if imagery.crs is None:
-        raise GeospadeError(f"imagery {imagery.name} has no CRS")
+    if labels.crs is None or imagery.crs is None:
+        return _pixel_alignment(labels, imagery)
     lt, it = labels.transform, imagery.transform
     offset = None
     if same_crs(labels.crs, imagery.crs) and lt.is_rectilinear and it.is_rectilinear:
@@ -126,6 +135,24 @@ def align(labels: rasterio.io.DatasetReader, imagery: rasterio.io.DatasetReader)
             f"land cover {Path(labels.name).name}"
         )
     return Alignment(Window(c0, r0, c1 - c0, r1 - r0), offset)
+
+
+def _pixel_alignment(labels: rasterio.io.DatasetReader,
+                     imagery: rasterio.io.DatasetReader) -> Alignment:
+    """The alignment of two rasters of which at least one has no CRS (see :func:`align`)."""
+    lab, img = Path(labels.name).name, Path(imagery.name).name
+    if labels.crs is not None or imagery.crs is not None:
+        missing, other = (f"imagery {img}", "land cover") if labels.crs else (
+            f"land cover {lab}", "imagery")
+        raise GeospadeError(f"{missing} has no CRS but the {other} has one: give both a CRS, or "
+                            "neither (a pixel-aligned pair)")
+    if (labels.width, labels.height) != (imagery.width, imagery.height):
+        raise GeospadeError(
+            f"land cover {lab} ({labels.width} x {labels.height} px) and imagery {img} "
+            f"({imagery.width} x {imagery.height} px) have no CRS, so they must be the same "
+            "size to be pixel-aligned"
+        )
+    return Alignment(Window(0, 0, labels.width, labels.height), (0, 0))
 
 
 def warped_imagery(

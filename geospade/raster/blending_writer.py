@@ -62,7 +62,7 @@ class BlendingWriter:
         to_output: maps blended float values ``(count, n, width)`` to the output dtype (default
             :func:`cast_to`).
         **kwargs: passed to :class:`StripWriter` (descriptions, colorinterp, cog, overwrite,
-            overviews, resampling, block_size).
+            overviews, resampling, block_size, compress, tags, creation_options).
     """
 
     def __init__(self, path: str | Path, grid: Grid, count: int, dtype: str,

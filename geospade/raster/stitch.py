@@ -3,13 +3,14 @@
 Where tiles overlap they are cross-faded with the same weights ``geospade synthesize`` uses
 between windows (:mod:`geospade.raster.blend`), so the tiles of ``synthesize --tiles-only``
 join without seams (docs/design.md, "Synthesis output nodata"). Tiles are read one at a time, in
-order of their top row, into a :class:`~geospade.raster.blending_writer.BlendingWriter`.
+order of their top row, into a :class:`~geospade.raster.blending_writer.BlendingWriter`. The
+output keeps the provenance tags its tiles agree on (:mod:`geospade.provenance`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,19 @@ import rasterio
 from affine import Affine
 
 from geospade.errors import GeospadeError, first_line, reading
-from geospade.outputs import OutputLock, prepare_output, removing_new_folders
+from geospade.log import progress
+from geospade.outputs import locked_outputs, prepare_output, removing_new_folders
+from geospade.provenance import VERSION, common_tags, software_tags
 from geospade.raster.blend import pair_overlaps, ramp
 from geospade.raster.blending_writer import BlendingWriter
-from geospade.raster.codecs import check_codec
 from geospade.raster.gdal_env import limited_cache
 from geospade.raster.grid import Grid, is_rotated
-from geospade.raster.strip_writer import DEFAULT_BLOCK_SIZE
+from geospade.raster.strip_writer import (
+    DEFAULT_BLOCK_SIZE,
+    check_block_size,
+    check_creation_options,
+    check_output_codec,
+)
 from geospade.raster.tiles_folder import check_stitch_tiles
 
 
@@ -42,7 +49,7 @@ def _tile_offsets(paths: Sequence[Path]) -> tuple[list[_Tile], Grid, dict[str, A
     """Check that the tiles share a CRS, pixel size, pixel grid, bands and dtype; place them."""
     if not paths:
         raise GeospadeError("no tiles to stitch")
-    metas = []
+    metas, tags = [], []
     for p in paths:
         if not p.is_file():
             raise GeospadeError(f"tile not found: {p}")
@@ -51,6 +58,7 @@ def _tile_offsets(paths: Sequence[Path]) -> tuple[list[_Tile], Grid, dict[str, A
                 metas.append((p, src.crs, src.transform, src.width, src.height, src.count,
                                src.dtypes[0], src.nodata, src.descriptions,
                                tuple(src.colorinterp)))
+                tags.append(src.tags())
         except rasterio.errors.RasterioIOError as exc:
             raise GeospadeError(f"{p} is not a readable raster ({first_line(exc)})"
                                 ) from None
@@ -84,8 +92,15 @@ def _tile_offsets(paths: Sequence[Path]) -> tuple[list[_Tile], Grid, dict[str, A
     height = max(t.row + t.height for t in tiles)
     grid = Grid(crs0, t0 * Affine.translation(c0, r0), width, height)
     meta = {"count": count0, "dtype": dtype0, "nodata": nodata0, "descriptions": desc0,
-            "colorinterp": interp0}
+            "colorinterp": interp0, "tags": _output_tags(tags)}
     return tiles, grid, meta
+
+
+def _output_tags(tile_tags: Sequence[Mapping[str, str]]) -> dict[str, str]:
+    """The stitched raster's tags: the provenance its tiles share; the tiles' geospade version
+    when they are geospade's, else this one's."""
+    shared = common_tags(list(tile_tags))
+    return shared if VERSION in shared else {**shared, **software_tags()}
 
 
 def tile_weights(tiles: Sequence[_Tile]) -> list[tuple[int, int, int, int]]:
@@ -113,55 +128,74 @@ def tile_weights(tiles: Sequence[_Tile]) -> list[tuple[int, int, int, int]]:
 
 def stitch(tiles: Sequence[str | Path], out: str | Path, cog: bool = False,
            overwrite: bool = False, quiet: bool = False,
-           block_size: int = DEFAULT_BLOCK_SIZE, compress: str = "deflate") -> dict[str, Any]:
+           block_size: int = DEFAULT_BLOCK_SIZE, compress: str = "deflate",
+           creation_options: Mapping[str, str] | None = None,
+           stac: bool = False) -> dict[str, Any]:
     """Join georeferenced tiles into one GeoTIFF/COG, cross-fading where they overlap.
 
     Tiles must share CRS, pixel size, pixel grid, band count and dtype. Where tiles overlap,
     each fades in over the part it shares with the tiles before it and out over the part it
     shares with the tiles after it (:func:`~geospade.raster.blend.ramp`), the same weights
     ``geospade synthesize`` uses between windows; tile nodata pixels get no weight. Pixels no
-    tile covers are nodata.
+    tile covers are nodata. The output keeps the ``GEOSPADE_*`` tags every tile has with the
+    same value (the provenance of ``synthesize --tiles-only`` tiles).
 
     Args:
         tiles: tile paths (any GDAL raster).
         out: output GeoTIFF path.
         cog: write a Cloud-Optimized GeoTIFF.
-        overwrite: replace an existing ``out``.
+        overwrite: replace an existing ``out`` (and its STAC Item).
         quiet: no progress bar.
-        block_size: internal tile size of the output.
-        compress: "deflate", "zstd", "lzw" or "none".
+        block_size: internal tile size of the output (a multiple of 16).
+        compress: "deflate", "zstd", "lzw" or "none"; "jpeg" or "webp" for tiles of 3 uint8
+            bands (no-data pixels then go to an internal mask).
+        creation_options: GDAL creation options of the output, ``{"KEY": "VALUE"}``, over
+            geospade's (GTiff's, or the COG driver's with ``cog``).
+        stac: also write a STAC Item beside the output (``OUT.json``).
 
     Returns:
-        Summary: ``output``, ``width``, ``height``, ``tiles``, ``seconds``.
+        Summary: ``output``, ``width``, ``height``, ``tiles``, ``seconds``, ``stac``.
     """
     import time
 
-    check_codec(compress, cog)  # a bad codec fails before any work
+    from geospade.stac import item_path
+
+    check_output_codec(compress, cog)  # a bad codec or block size fails before any work
+    check_block_size(block_size)
     start = time.perf_counter()
+    writer_options = {"cog": cog, "block_size": block_size, "compress": compress,
+                      "creation_options": creation_options}
+    locks = [(out, "output"), (item_path(out) if stac else None, "--stac item")]
     with (limited_cache(GDAL_NUM_THREADS="ALL_CPUS"), removing_new_folders([Path(out).parent]),
-          OutputLock(out)):
-        return _stitch(tiles, out, cog, overwrite, quiet, block_size, compress, start)
+          locked_outputs(locks)):
+        return _stitch(tiles, out, overwrite, quiet, stac, start, writer_options)
 
 
-def _stitch(tiles: Sequence[str | Path], out: str | Path, cog: bool, overwrite: bool,
-            quiet: bool, block_size: int, compress: str, start: float) -> dict[str, Any]:
+def _stitch(tiles: Sequence[str | Path], out: str | Path, overwrite: bool, quiet: bool,
+            stac: bool, start: float, writer_options: dict[str, Any]) -> dict[str, Any]:
     import time
 
-    from tqdm import tqdm
+    from geospade.stac import prepare_item, write_item
 
     placed, grid, meta = _tile_offsets([Path(t) for t in tiles])
     check_stitch_tiles([t.path for t in placed])
-    prepare_output(out, overwrite, inputs=[("a tile", t.path) for t in placed])
+    o = writer_options
+    check_output_codec(o["compress"], o["cog"], meta["count"], meta["dtype"])
+    o["creation_options"] = check_creation_options(
+        o["creation_options"], cog=o["cog"], count=meta["count"], dtype=meta["dtype"],
+        compress=o["compress"])
+    inputs = [("a tile", t.path) for t in placed]
+    prepare_output(out, overwrite, inputs=inputs)
+    stac_item = prepare_item(out, overwrite, inputs) if stac else None
     ramps = tile_weights(placed)
     order = sorted(range(len(placed)), key=lambda i: (placed[i].row, placed[i].col))
-    nodata = meta["nodata"]
-    writer = BlendingWriter(out, grid, meta["count"], meta["dtype"], nodata=nodata,
+    writer = BlendingWriter(out, grid, meta["count"], meta["dtype"], nodata=meta["nodata"],
                             descriptions=[d or "" for d in meta["descriptions"]]
                             if any(meta["descriptions"]) else None,
-                            colorinterp=list(meta["colorinterp"]), cog=cog, overwrite=overwrite,
-                            block_size=block_size, compress=compress)
-    with writer, tqdm(total=len(order), unit="tile", disable=quiet or _not_a_tty(),
-                      desc="stitch") as bar:
+                            colorinterp=list(meta["colorinterp"]), overwrite=overwrite,
+                            tags=meta["tags"], **writer_options)
+    with writer, progress(total=len(order), desc="stitch", unit="tile", quiet=quiet,
+                          logger="stitch") as bar:
         for i in order:
             t = placed[i]
             lead_y, trail_y, lead_x, trail_x = ramps[i]
@@ -171,11 +205,7 @@ def _stitch(tiles: Sequence[str | Path], out: str | Path, cog: bool, overwrite: 
             weight = np.outer(ramp(t.height, lead_y, trail_y), ramp(t.width, lead_x, trail_x))
             writer.add(data, t.row, t.col, (weight * valid).astype(np.float32))
             bar.update()
+    stac_path = None if stac_item is None else str(write_item(writer.path, stac_item))
     return {"output": str(writer.path), "width": grid.width, "height": grid.height,
-            "tiles": len(placed), "seconds": time.perf_counter() - start}
+            "tiles": len(placed), "seconds": time.perf_counter() - start, "stac": stac_path}
 
-
-def _not_a_tty() -> bool:
-    import sys
-
-    return not sys.stderr.isatty()

@@ -18,7 +18,9 @@ from rasterio.windows import Window
 
 from geospade.errors import WriteTarget, reading, writing
 from geospade.formats import chip_store
-from geospade.raster.alignment import imagery_valid, warped_imagery
+from geospade.provenance import chip_tags
+from geospade.raster.alignment import imagery_valid, open_raster, warped_imagery
+from geospade.raster.bands import alpha_as_data
 from geospade.raster.gdal_env import limited_cache
 from geospade.raster.grid import Grid
 from geospade.schemes import IGNORE_INDEX, ClassScheme
@@ -40,11 +42,16 @@ class TileJob:
         scheme: the class scheme masks are encoded with.
         label_nodata, image_nodata: the sources' nodata values.
         use_dataset_mask: the imagery's validity comes from its dataset mask (no nodata value).
-        image_count, image_dtype, descriptions, rgb: the imagery's bands, for the image chips.
+        image_count, image_dtype, descriptions, rgb: the chip bands, for the image chips.
         size: chip size in pixels.
         max_nodata: largest nodata fraction of a kept chip.
         compress: chip codec.
         seed: seed of the band-statistics sample.
+        bands: 1-based imagery bands read as the chip bands, in order (None: all of them).
+        mask_band: 1-based imagery band read as the validity mask (valid where > 0), or None.
+        alpha_as_data: the imagery flags a band as alpha that is kept as data: warp it as data
+            (:func:`geospade.raster.bands.alpha_as_data`).
+        id_prefix: put before each chip id (a folder pair's ``STEM_``).
     """
 
     landcover: str
@@ -65,6 +72,10 @@ class TileJob:
     max_nodata: float
     compress: str
     seed: int
+    bands: tuple[int, ...] | None = None
+    mask_band: int | None = None
+    alpha_as_data: bool = False
+    id_prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -123,23 +134,30 @@ class TileWorker:
         try:
             # A small block cache: every window is read once (geospade.raster.gdal_env).
             self._open.enter_context(limited_cache())
-            self._labels = self._open.enter_context(rasterio.open(job.landcover))
-            imagery = self._open.enter_context(rasterio.open(job.imagery))
+            self._labels = self._open.enter_context(open_raster(job.landcover, "land cover"))
+            imagery = self._open.enter_context(open_raster(
+                job.imagery, "imagery", onto=job.grid, resampling=job.resampling))
             self._imagery, self._alpha = imagery, None
             if job.offset is None:
+                if job.alpha_as_data:  # else GDAL warps the band flagged alpha as alpha
+                    imagery = self._open.enter_context(rasterio.open(alpha_as_data(imagery)))
                 vrt, self._alpha = warped_imagery(imagery, job.grid, job.resampling)
                 self._imagery = self._open.enter_context(vrt)
         except BaseException:
             self._open.close()
             raise
         crs = job.grid.crs
+        tags = chip_tags(job.landcover, job.imagery)
         self._image_writer = chip_store.ChipWriter(
             chip_store.image_profile(job.image_count, job.image_dtype, crs, job.image_nodata,
                                      job.rgb, job.compress),
-            descriptions=list(job.descriptions),
+            descriptions=list(job.descriptions), tags=tags,
         )
+        # Class names go in a side-car .aux.xml per mask chip, the one place QGIS reads them
+        # from a GeoTIFF (about 1.2 ms a chip, measured against 6.3 ms for the whole chip).
         self._mask_writer = chip_store.ChipWriter(
-            chip_store.mask_profile(crs, job.compress), colormap=job.scheme.colormap()
+            chip_store.mask_profile(crs, job.compress), colormap=job.scheme.colormap(),
+            tags=tags, classes=chip_store.mask_classes(job.scheme),
         )
 
     def close(self) -> None:
@@ -209,7 +227,7 @@ class TileWorker:
         nodata_fraction = 1.0 - int(hist[:k].sum()) / mask.size
         if nodata_fraction > job.max_nodata + 1e-12:
             return None
-        cid = chip_store.chip_id(chip.row, chip.col)
+        cid = job.id_prefix + chip_store.chip_id(chip.row, chip.col)
         window = Window(chip.col, chip.row, job.size, job.size)
         transform = rasterio.windows.transform(window, job.grid.transform)
         image_rel = f"{chip_store.IMAGES}/{cid}.tif"
@@ -231,7 +249,7 @@ class TileWorker:
             "class_fractions": (hist[:k] / mask.size).tolist(),
             "class_pixels": hist[:k].tolist(),
             "image": image_rel, "mask": mask_rel,
-            "bounds": rasterio.windows.bounds(window, job.grid.transform),
+            "bounds": _footprint(window, job.grid.transform),
         }
         return record, image[:, rr, cc]
 
@@ -239,22 +257,32 @@ class TileWorker:
         """Imagery on the label grid in ``window`` of that grid, and where it is valid (None:
         everywhere)."""
         job = self.job
-        if job.offset is not None:
+        bands = list(job.bands or range(1, job.image_count + 1))
+        valid = None
+        if job.offset is None:
+            # The warped copy's alpha: the band the imagery flags alpha, or one GDAL added.
+            data = self._imagery.read([*bands, self._alpha], window=window)
+            image, valid = data[:-1], data[-1] > 0
+        else:
             dr, dc = job.offset
             shifted = Window(window.col_off + dc, window.row_off + dr, window.width,
                              window.height)
-            image = self._imagery.read(window=shifted)
-            if job.use_dataset_mask:
-                return image, self._imagery.dataset_mask(window=shifted) > 0
-            if job.image_nodata is None:
-                return image, None
-            return image, imagery_valid(image, job.image_nodata)
-        data = self._imagery.read(window=window)
-        valid = data[self._alpha - 1] > 0
-        image = data[: job.image_count]
+            image = self._imagery.read(bands, window=shifted)
+            if job.mask_band is not None:
+                valid = self._imagery.read(job.mask_band, window=shifted) > 0
+            elif job.use_dataset_mask:
+                valid = self._imagery.dataset_mask(window=shifted) > 0
         if job.image_nodata is not None:
-            valid &= imagery_valid(image, job.image_nodata)
+            has_data = imagery_valid(image, job.image_nodata)
+            valid = has_data if valid is None else valid & has_data
         return image, valid
+
+
+def _footprint(window: Window, transform: rasterio.Affine) -> tuple[float, ...]:
+    """``(left, bottom, right, top)`` of ``window``, ordered even where y grows downwards (a
+    raster without georeferencing has the identity transform: pixel columns and rows)."""
+    left, bottom, right, top = rasterio.windows.bounds(window, transform)
+    return min(left, right), min(bottom, top), max(left, right), max(bottom, top)
 
 
 def finite_pixels(image: np.ndarray, valid: np.ndarray | None,

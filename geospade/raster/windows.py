@@ -4,10 +4,14 @@ Windows of ``size`` pixels step by ``stride``; the last row and column are shift
 edge so the whole area is covered without padding. The split is spatial: the area is cut into
 square blocks of ``block`` chip steps, whole blocks go to val/test, and a chip whose footprint
 touches blocks of two different splits is dropped (reason ``straddles_split``), so no val/test
-chip shares a pixel with a train chip even when chips overlap (stride < size).
+chip shares a pixel with a train chip even when chips overlap (stride < size). Without a
+``block`` from the user, :func:`largest_block` chooses one.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -51,6 +55,33 @@ def group_offsets(offsets: list[int], size: int, span: int) -> list[list[int]]:
     return groups
 
 
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Refuse split fractions outside [0, 1) or summing to 1 or more."""
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise GeospadeError("--val-fraction and --test-fraction must be in [0, 1) and sum below 1")
+
+
+def block_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """Blocks of ``n`` that go to val and to test: each fraction rounded, at least one block
+    when it is positive.
+
+    Raises:
+        GeospadeError: the fractions are not in [0, 1) or sum to 1 or more.
+    """
+    check_fractions(val_fraction, test_fraction)
+
+    def count(fraction: float) -> int:
+        return 0 if fraction <= 0 else max(1, int(round(fraction * n)))
+
+    return count(val_fraction), count(test_fraction)
+
+
+def leaves_train(n: int, val_fraction: float, test_fraction: float) -> bool:
+    """Whether ``n`` blocks hold the val and test blocks and still one train block."""
+    n_val, n_test = block_counts(n, val_fraction, test_fraction)
+    return not (n_val + n_test >= n and (n_val or n_test))
+
+
 def assign_blocks(
     n_block_rows: int,
     n_block_cols: int,
@@ -69,15 +100,31 @@ def assign_blocks(
     Returns:
         ``(n_block_rows, n_block_cols)`` int array of indices into :data:`SPLITS`.
     """
-    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise GeospadeError("--val-fraction and --test-fraction must be in [0, 1) and sum below 1")
-    n = n_block_rows * n_block_cols
+    return assign_block_grids([(n_block_rows, n_block_cols)], val_fraction, test_fraction,
+                              seed)[0]
 
-    def count(fraction: float) -> int:
-        return 0 if fraction <= 0 else max(1, int(round(fraction * n)))
 
-    n_val, n_test = count(val_fraction), count(test_fraction)
-    if n_val + n_test >= n and (n_val or n_test):
+def assign_block_grids(
+    shapes: Sequence[tuple[int, int]], val_fraction: float, test_fraction: float, seed: int
+) -> list[np.ndarray]:
+    """:func:`assign_blocks` over several block grids at once (one per raster of a folder).
+
+    The fractions apply to all their blocks together, so a folder of small rasters is not forced
+    to give each raster a val block; one grid gets exactly what :func:`assign_blocks` gives.
+
+    Args:
+        shapes: ``(block rows, block cols)`` of each grid.
+        val_fraction, test_fraction, seed: as in :func:`assign_blocks`.
+
+    Returns:
+        One int array of indices into :data:`SPLITS` per grid.
+
+    Raises:
+        GeospadeError: bad fractions, or too few blocks for val/test plus train.
+    """
+    n = sum(rows * cols for rows, cols in shapes)
+    n_val, n_test = block_counts(n, val_fraction, test_fraction)
+    if not leaves_train(n, val_fraction, test_fraction):
         raise GeospadeError(
             f"only {n} split block(s) of chips: too few for val/test plus train; "
             "use a smaller --block or a smaller --size"
@@ -86,7 +133,56 @@ def assign_blocks(
     splits = np.zeros(n, dtype=np.int64)
     splits[order[:n_val]] = 1
     splits[order[n_val : n_val + n_test]] = 2
-    return splits.reshape(n_block_rows, n_block_cols)
+    grids, start = [], 0
+    for rows, cols in shapes:
+        grids.append(splits[start : start + rows * cols].reshape(rows, cols))
+        start += rows * cols
+    return grids
+
+
+def block_grid(height: int, width: int, block_pixels: int) -> tuple[int, int]:
+    """``(rows, cols)`` of the blocks of ``block_pixels`` covering ``height`` x ``width``."""
+    return math.ceil(height / block_pixels), math.ceil(width / block_pixels)
+
+
+def largest_block(areas: Sequence[tuple[int, int]], stride: int, val_fraction: float,
+                  test_fraction: float) -> int:
+    """The split block side (in chip steps) chosen when the user gives none.
+
+    The largest block at which every requested fraction is at least one block (``fraction x
+    blocks >= 1``, so val and test are each near their fraction, within half a block) and a
+    train block remains: larger blocks drop fewer chips at block edges. When no size meets
+    that, 1 (the most blocks, the nearest fractions) if it leaves a train block.
+
+    Args:
+        areas: ``(height, width)`` in pixels of each area tiled (one per raster pair).
+        stride: pixels between chips (a block is ``block x stride`` pixels).
+        val_fraction, test_fraction: the requested fractions.
+
+    Returns:
+        The block side; without val/test, the block holding a whole area.
+
+    Raises:
+        GeospadeError: even blocks of one chip step are too few for val/test plus train.
+    """
+    wanted = [f for f in (val_fraction, test_fraction) if f > 0]
+
+    def blocks(block: int) -> int:
+        return sum(math.prod(block_grid(h, w, block * stride)) for h, w in areas)
+
+    most = max(math.ceil(max(h, w) / stride) for h, w in areas)
+    for block in range(most, 0, -1):
+        n = blocks(block)
+        if all(f * n >= 1 - 1e-9 for f in wanted) and leaves_train(n, val_fraction,
+                                                                    test_fraction):
+            return block
+    n = blocks(1)
+    if leaves_train(n, val_fraction, test_fraction):
+        return 1
+    raise GeospadeError(
+        f"only {n} split block(s) of chips even with --block 1: too few for val/test plus "
+        "train; use a smaller --size or smaller --val-fraction/--test-fraction"
+    )
 
 
 def chip_split(

@@ -3,7 +3,8 @@
 ``synthesize --edits FILE --edit-field NAME`` reads polygons whose attribute ``NAME`` holds a class
 (a raw value or a class name) and burns them into each strip of the land cover after it is mapped
 to class indices; later features win where they overlap. ``--save-landcover`` writes the result
-back in raw scheme values, with the scheme's colours.
+back in raw scheme values, with the scheme's colours in the file and its class names (and a
+raster attribute table) in GDAL's side-car ``NAME.aux.xml``, where QGIS and ArcGIS read them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from rasterio.transform import array_bounds
 
 from geospade.errors import GeospadeError
 from geospade.raster.grid import Grid
-from geospade.raster.strip_writer import StripWriter
+from geospade.raster.strip_writer import (
+    LOSSY_CODECS,
+    RasterClass,
+    StripWriter,
+    write_class_aux,
+)
 from geospade.schemes import ClassScheme
 from geospade.vectors import read_vector
 
@@ -128,25 +134,37 @@ def class_raster_values(scheme: ClassScheme, src_dtype: str, src_nodata: float |
     return lut, dtype.name, nodata
 
 
+def raster_classes(scheme: ClassScheme) -> list[RasterClass]:
+    """The scheme's classes as a class map in raw values shows them: value, name, colour."""
+    return [RasterClass(int(c.value), c.name, (*c.color, 255)) for c in scheme.classes]
+
+
 class ClassMapWriter:
     """Writes class-index rows, top to bottom, as a class map in raw scheme values.
+
+    The file has the scheme's colour table (8 and 16-bit maps); :meth:`close` also writes the
+    class names and a raster attribute table to its ``.aux.xml``.
 
     Args:
         path: output GeoTIFF.
         grid: its grid (the synthesized area).
-        scheme: the checkpoint's class scheme (values and colours).
+        scheme: the checkpoint's class scheme (values, names and colours).
         src_dtype, src_nodata: the land cover's dtype and nodata (:func:`class_raster_values`).
         **kwargs: passed to :class:`~geospade.raster.strip_writer.StripWriter` (cog, overwrite,
-            block_size, compress).
+            block_size, compress, tags); a lossy codec is taken as deflate (classes are not
+            pixels to blur).
     """
 
     def __init__(self, path: str | Path, grid: Grid, scheme: ClassScheme, src_dtype: str,
                  src_nodata: float | None, **kwargs: Any) -> None:
         self._lut, dtype, nodata = class_raster_values(scheme, src_dtype, src_nodata)
+        self._classes = raster_classes(scheme)
         colormap = None
         if dtype in ("uint8", "uint16"):
-            colormap = {int(c.value): (*c.color, 255) for c in scheme.classes}
+            colormap = {c.value: c.color for c in self._classes}
             colormap[int(nodata)] = (0, 0, 0, 0)
+        if kwargs.get("compress") in LOSSY_CODECS:
+            kwargs["compress"] = "deflate"
         self._out = StripWriter(path, grid, 1, dtype, nodata=nodata,
                                 descriptions=["land cover (edited)"], colormap=colormap,
                                 resampling="nearest", **kwargs)
@@ -156,8 +174,11 @@ class ClassMapWriter:
         self._out.write(self._lut[labels][None])
 
     def close(self) -> Path:
-        """Finish the file and move it to its final name; returns the path."""
-        return self._out.close()
+        """Finish the file, move it to its final name and name its classes; returns the
+        path."""
+        path = self._out.close()
+        write_class_aux(path, self._classes)
+        return path
 
     def abort(self) -> None:
         """Delete the temporary file."""

@@ -112,7 +112,7 @@ class BlendedSink(_Sink):
         cog: write a Cloud-Optimized GeoTIFF.
         overwrite: replace an existing output.
         **options: further :class:`BlendingWriter` arguments (count, dtype, nodata, to_output,
-            descriptions, block_size, compress).
+            descriptions, block_size, compress, tags, creation_options).
     """
 
     def __init__(self, plan: WindowPlan, path: str | Path, grid: Grid, cog: bool,

@@ -21,9 +21,8 @@ raster (from ``seed`` or the ``style`` image), so every window is drawn in the s
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,23 +31,32 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
-from tqdm import tqdm
 
 from geospade.errors import GeospadeError, check_seed, first_line
+from geospade.log import Progress, get_logger, progress
 from geospade.normalization import denormalize
 from geospade.outputs import (
     check_not_an_input,
+    is_local,
     locked_outputs,
     prepare_folder,
     prepare_output,
     removing_new_folders,
     same_file,
 )
+from geospade.provenance import Provenance
 from geospade.raster import tiles_folder
-from geospade.raster.codecs import check_codec
+from geospade.raster.alignment import open_raster
 from geospade.raster.gdal_env import limited_cache
 from geospade.raster.grid import Grid, is_rotated
+from geospade.raster.sources import input_files, is_glob
+from geospade.raster.strip_writer import (
+    check_block_size,
+    check_creation_options,
+    check_output_codec,
+)
 from geospade.schemes import ClassScheme
+from geospade.stac import item_path, prepare_item, write_item
 from geospade.synthesis.area import area_window
 from geospade.synthesis.edits import ClassMapWriter, Edits, load_edits
 from geospade.synthesis.model import SynthesisModel, load_synthesis_model
@@ -83,6 +91,8 @@ def synthesize(
     quiet: bool = False,
     block_size: int = 256,
     compress: str = "deflate",
+    creation_options: Mapping[str, str] | None = None,
+    stac: bool = False,
 ) -> dict[str, Any]:
     """Turn a land-cover raster into georeferenced imagery on the same grid.
 
@@ -112,12 +122,21 @@ def synthesize(
         unknown: "error" on raw values outside the scheme, or "ignore" (treat as nodata).
         overwrite: replace an existing output (and tiles); never one of the inputs.
         quiet: no progress bar.
-        block_size: internal tile size of the output GeoTIFF.
-        compress: its codec, "deflate" (default), "zstd", "lzw" or "none".
+        block_size: internal tile size of the output GeoTIFF (a multiple of 16).
+        compress: its codec, "deflate" (default), "zstd", "lzw" or "none"; "jpeg" or "webp"
+            for a checkpoint of 3 uint8 bands (no-data pixels then go to an internal mask).
+            The ``save_landcover`` class map is always lossless (deflate for those two).
+        creation_options: GDAL creation options of the output (and tiles), ``{"KEY":
+            "VALUE"}``, over geospade's (GTiff's options, or the COG driver's with ``cog``).
+        stac: also write a STAC Item beside the output (``OUT.json``,
+            :func:`geospade.stac.write_item`); not with ``tiles_only`` (stitch writes one).
+
+    The outputs carry their provenance as GeoTIFF tags (:mod:`geospade.provenance`).
 
     Returns:
         Summary: ``output`` (or ``tiles``), ``width``, ``height``, ``bands``, ``windows``,
-        ``windows_run``, ``seconds``, ``generator_seconds``, ``mpx_per_s``, ``amp``, ``device``.
+        ``windows_run``, ``seconds``, ``generator_seconds``, ``mpx_per_s``, ``amp``, ``device``,
+        ``stac`` (the Item's path or None).
 
     Raises:
         GeospadeError: bad options or inputs, before any output is written; output folders
@@ -125,12 +144,12 @@ def synthesize(
     """
     start = time.perf_counter()
     request = _Request(
-        checkpoint=checkpoint, landcover=Path(landcover), out=out, edits=edits,
+        checkpoint=checkpoint, landcover=landcover, out=out, edits=edits,
         edit_field=edit_field, save_landcover=save_landcover, overlap=overlap,
         batch_size=batch_size, device=device, seed=seed, style=style, bbox=bbox, window=window,
         cog=cog, amp=amp, tiles_only=tiles_only, rank=rank, world_size=world_size,
         unknown=unknown, overwrite=overwrite, quiet=quiet, block_size=block_size,
-        compress=compress)
+        compress=compress, creation_options=dict(creation_options or {}), stac=stac)
     request.check()
     # A failed run takes back the output folders it created.
     with removing_new_folders(request.output_folders()), locked_outputs(request.locks()):
@@ -142,7 +161,7 @@ class _Request:
     """The arguments of one :func:`synthesize` call (see there)."""
 
     checkpoint: str | Path | SynthesisModel
-    landcover: Path
+    landcover: str | Path  # a file, glob, list file, VRT or URL (geospade.raster.sources)
     out: str | Path | None
     edits: str | Path | None
     edit_field: str | None
@@ -164,6 +183,9 @@ class _Request:
     quiet: bool
     block_size: int
     compress: str
+    creation_options: dict[str, str]
+    stac: bool
+    stac_item: Path | None = None  # set by with_outputs_prepared
 
     @property
     def inputs(self) -> list[tuple[str, str | Path | None]]:
@@ -176,8 +198,10 @@ class _Request:
 
     def check(self) -> None:
         """Refuse bad arguments before anything is read or written."""
-        if not self.landcover.is_file():
-            raise GeospadeError(f"land cover not found: {self.landcover}")
+        lc = self.landcover
+        if is_local(lc) and not is_glob(lc) and not Path(lc).is_file():
+            raise GeospadeError(f"land cover not found: {lc}")
+        input_files(lc, "land cover")  # a glob matching nothing, an empty list file: one line
         if self.unknown not in ("error", "ignore"):
             raise GeospadeError(f"unknown (--unknown) must be 'error' or 'ignore', not "
                                 f"{self.unknown!r}")
@@ -185,7 +209,8 @@ class _Request:
         if self.batch_size < 1:
             raise GeospadeError(f"batch_size (--batch-size) must be at least 1, not "
                                 f"{self.batch_size}")
-        check_codec(self.compress, self.cog)  # a bad codec fails before any work
+        check_output_codec(self.compress, self.cog)  # a bad codec fails before any work
+        check_block_size(self.block_size)
         if self.bbox is not None and self.window is not None:
             raise GeospadeError("give --bbox or --window, not both")
         check_seed(self.seed)
@@ -218,6 +243,13 @@ class _Request:
         if self.tiles_only is not None:
             check_not_an_input(self.tiles_only, self.inputs, "tiles folder",
                                "write the tiles to a new folder")
+        if self.stac and self.tiles_only is not None:
+            raise GeospadeError("--stac describes the -o raster: with --tiles-only, give --stac "
+                                "to 'geospade stitch', which joins the tiles")
+        if (self.stac and self.save_landcover is not None
+                and same_file(item_path(self.out), self.save_landcover)):
+            raise GeospadeError(f"--save-landcover {self.save_landcover} is where --stac writes "
+                                "the STAC Item of -o; choose another name")
 
     def output_folders(self) -> list[Path]:
         """The folders the outputs go to (taken back when the run fails and created them)."""
@@ -230,6 +262,7 @@ class _Request:
         """``(path, what)`` of the outputs to lock (one lock per rank in a tiles folder)."""
         tiles = self.tiles_only
         return [(None if tiles is not None else self.out, "output"),
+                (item_path(self.out) if self.stac and tiles is None else None, "--stac item"),
                 (self.save_landcover, "--save-landcover output"),
                 (None if tiles is None else Path(tiles) / f"rank{self.rank}", "tiles folder")]
 
@@ -242,7 +275,9 @@ class _Request:
             save_landcover = prepare_output(save_landcover, self.overwrite, self.inputs)
         if self.tiles_only is not None:
             prepare_folder(self.tiles_only, "tiles folder")
-        return dataclasses.replace(self, out=out, save_landcover=save_landcover)
+        stac_item = prepare_item(out, self.overwrite, self.inputs) if self.stac else None
+        return dataclasses.replace(self, out=out, save_landcover=save_landcover,
+                                   stac_item=stac_item)
 
 
 def _synthesize(request: _Request, start: float) -> dict[str, Any]:
@@ -255,8 +290,9 @@ def _synthesize(request: _Request, start: float) -> dict[str, Any]:
     if not 0 <= overlap <= size // 2:
         raise GeospadeError(f"--overlap must be between 0 and {size // 2} (half the "
                             f"{size}-pixel window), not {overlap}")
+    r = _with_output_checked(r, model)
     try:
-        src = rasterio.open(r.landcover)
+        src = open_raster(r.landcover, "land cover")
     except rasterio.errors.RasterioIOError as exc:
         raise GeospadeError(f"{r.landcover} is not a readable raster "
                             f"({first_line(exc)})") from None
@@ -267,6 +303,33 @@ def _synthesize(request: _Request, start: float) -> dict[str, Any]:
         edit_layer = _edits(r, model.scheme, src.crs, grid)
         plan = WindowPlan.over(grid.width, grid.height, size, overlap, r.rank, r.world_size)
         return _run(r, model, src, area, grid, plan, edit_layer, start)
+
+
+def _with_output_checked(request: _Request, model: SynthesisModel) -> _Request:
+    """The request with its creation options checked for the model's bands (a lossy codec
+    needs 3 uint8 bands), before the land cover is read."""
+    r = request
+    count, dtype = len(model.bands), np.dtype(model.bands[0].dtype).name
+    check_output_codec(r.compress, r.cog, count, dtype)
+    options = check_creation_options(r.creation_options, cog=r.cog and r.tiles_only is None,
+                                     count=count, dtype=dtype, compress=r.compress)
+    return dataclasses.replace(r, creation_options=options)
+
+
+def _provenance(request: _Request, model: SynthesisModel, overlap: int) -> Provenance:
+    """The run's provenance (hashes the checkpoint, edits and style files once).
+
+    The seed is recorded only where it decides pixels (a VAE's style code not taken from a
+    style image, or a noise generator's noise): two runs that differ only in an unused seed
+    give the same bytes.
+    """
+    r = request
+    checkpoint = None if isinstance(r.checkpoint, SynthesisModel) else r.checkpoint
+    seeded = (getattr(model, "noise", None) is not None
+              or (model.z is not None and not getattr(model, "styled", r.style is not None)))
+    seed = getattr(model, "seed", r.seed) if seeded else None
+    return Provenance.of_run(checkpoint, r.landcover, seed=seed, overlap=overlap,
+                             edits=r.edits, style=r.style)
 
 
 def _area(request: _Request, src: rasterio.DatasetReader, scheme: ClassScheme) -> Window:
@@ -292,9 +355,9 @@ def _edits(request: _Request, scheme: ClassScheme, crs: Any, grid: Grid) -> Edit
     edits = load_edits(request.edits, request.edit_field, scheme, crs)
     if not edits.cover(grid.height, grid.width, grid.transform):
         part = "" if request.window is None and request.bbox is None else " part asked for"
-        print(f"geospade: warning: no polygon of edits {request.edits} overlaps the land "
-              f"cover{part}; the output is unedited (check the edits' CRS and extent)",
-              file=sys.stderr, flush=True)
+        get_logger("synthesize").warning(
+            f"no polygon of edits {request.edits} overlaps the land cover{part}; the output "
+            "is unedited (check the edits' CRS and extent)")
     return edits
 
 
@@ -319,10 +382,12 @@ def _run(request: _Request, model: SynthesisModel, src: rasterio.DatasetReader, 
     summarize; a failure deletes every unfinished output."""
     r = request
     bands = model.bands
+    provenance = _provenance(r, model, plan.overlap)
     options = {"count": len(bands), "dtype": np.dtype(bands[0].dtype).name,
                "nodata": output_nodata(bands), "to_output": lambda v: denormalize(v, bands),
                "descriptions": [b.name for b in bands], "block_size": r.block_size,
-               "compress": r.compress}
+               "compress": r.compress, "tags": provenance.tags(),
+               "creation_options": r.creation_options}
     if r.tiles_only is not None:
         sink = TileSink(plan, r.tiles_only, Path(src.name).stem, grid, int(area.row_off),
                         r.overwrite, **options)
@@ -334,14 +399,16 @@ def _run(request: _Request, model: SynthesisModel, src: rasterio.DatasetReader, 
         if r.save_landcover is not None:
             class_map = ClassMapWriter(r.save_landcover, grid, model.scheme, src.dtypes[0],
                                        src.nodata, cog=r.cog, overwrite=r.overwrite,
-                                       block_size=r.block_size, compress=r.compress)
+                                       block_size=r.block_size, compress=r.compress,
+                                       tags=provenance.class_map_tags())
         source = WindowSource(src, area, plan, model.scheme, edits, class_map)
-        with tqdm(total=plan.window_count, unit="win", desc="synthesize",
-                  disable=r.quiet or not sys.stderr.isatty()) as bar:
+        with progress(total=plan.window_count, desc="synthesize", unit="win", quiet=r.quiet,
+                      logger="synthesize") as bar:
             windows_run, generator_seconds = _generate(model, source, sink, r.batch_size, bar)
             output, tiles = sink.close()
             if class_map is not None:
                 class_map.close()
+            stac = None if r.stac_item is None else str(write_item(output, r.stac_item))
     except BaseException:
         for writer in (sink, class_map):
             if writer is not None:
@@ -356,11 +423,12 @@ def _run(request: _Request, model: SynthesisModel, src: rasterio.DatasetReader, 
         "mpx_per_s": plan.rows_covered() * grid.width / seconds / 1e6,
         "amp": model.amp, "device": str(model.device),
         "landcover_out": str(r.save_landcover) if r.save_landcover is not None else None,
+        "stac": stac,
     }
 
 
 def _generate(model: SynthesisModel, source: WindowSource, sink: BlendedSink | TileSink,
-              batch_size: int, bar: tqdm) -> tuple[int, float]:
+              batch_size: int, bar: Progress) -> tuple[int, float]:
     """Run the source's windows through the model in batches and hand them to the sink.
 
     Returns:
@@ -392,4 +460,6 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"-> {where}")
     if summary.get("landcover_out"):
         text += f"; class map -> {summary['landcover_out']}"
+    if summary.get("stac"):
+        text += f"; STAC Item -> {summary['stac']}"
     return text

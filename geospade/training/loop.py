@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from geospade.data.chips import ChipDataset
 from geospade.errors import GeospadeError
 from geospade.formats.checkpoint import load_checkpoint, save_checkpoint
 from geospade.formats.chip_store import manifest_sha256
+from geospade.log import Progress, get_logger, progress
 from geospade.models.losses import load_vgg_loss
 from geospade.models.precision import (
     Precision,
@@ -76,6 +76,8 @@ from geospade.training.state import TrainingData, TrainingState, build_models
 from geospade.training.step import TrainStep
 
 Callback = Callable[[int, dict[str, float]], None]
+
+_LOG = get_logger("train")
 
 
 @dataclass
@@ -201,7 +203,7 @@ def _open_inputs(chips: str | Path, run_dir: Path, cfg: TrainConfig,
         cfg = merge_resume_config(ckpt.get("config") or {}, given)
         warning = check_resumable(ckpt, dataset, path, chips, chips_sha256, allow_other_chips)
         if warning is not None and ddp.main:
-            _warn(warning)
+            _LOG.warning(warning)  # also with quiet, as synthesize's warnings
         dataset = ChipDataset(chips, "train", augment=cfg.augment, seed=cfg.seed)
     return _Inputs(chips, dataset, chips_sha256, cfg, ckpt)
 
@@ -403,7 +405,7 @@ def _train_step(state: TrainingState, vgg: nn.Module | None, plan: _Plan, ddp: D
 
 
 def _run_steps(state: TrainingState, train_step: TrainStep, dataset: ChipDataset, plan: _Plan,
-               bar: Any, outputs: _RunOutputs | None) -> dict[str, float]:
+               bar: Progress, outputs: _RunOutputs | None) -> dict[str, float]:
     """Train from ``state.step`` to ``plan.total``; returns the last step's losses.
 
     Ctrl-C stops after a whole step (the state is consistent then), writes a checkpoint and
@@ -429,18 +431,16 @@ def _run_steps(state: TrainingState, train_step: TrainStep, dataset: ChipDataset
                 if state.step >= plan.total:
                     break
     except KeyboardInterrupt:
-        bar.close()
+        bar.close(final=False)  # the interrupt message says where it stopped
         if outputs is not None:
             outputs.interrupted()
         raise
     return losses
 
 
-def _progress_bar(plan: _Plan, step: int) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=plan.total, initial=step, desc="train", unit="it", dynamic_ncols=True,
-                disable=plan.quiet or not sys.stderr.isatty(), file=sys.stderr)
+def _progress_bar(plan: _Plan, step: int) -> Progress:
+    return progress(total=plan.total, initial=step, desc="train", unit="it", quiet=plan.quiet,
+                    logger=_LOG)
 
 
 class _RunOutputs:
@@ -459,7 +459,7 @@ class _RunOutputs:
     """
 
     def __init__(self, folder: RunFolder, state: TrainingState, plan: _Plan,
-                 dataset: ChipDataset, val: ChipDataset | None, bar: Any,
+                 dataset: ChipDataset, val: ChipDataset | None, bar: Progress,
                  callback: Callback | None, resumed: bool) -> None:
         self.folder, self.state, self.plan, self.val = folder, state, plan, val
         self.bar, self.callback, self.palette = bar, callback, dataset.scheme.palette()
@@ -474,7 +474,7 @@ class _RunOutputs:
         step, cfg = self.state.step, self.state.config
         if step % cfg.log_every == 0 or step == self.plan.total:
             rate = self.metrics.rate(step)
-            self.bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+            self.bar.set_postfix(**{k: f"{v:.3f}" for k, v in losses.items()})
             self.metrics.log({"step": step, "epoch": epoch, "lr_g": cfg.lr_g * factor,
                               "lr_d": cfg.lr_d * factor, **losses, "it_per_s": round(rate, 4)})
         if cfg.preview_every and step % cfg.preview_every == 0:
@@ -555,9 +555,4 @@ def _say_start(dataset: ChipDataset, plan: _Plan, step: int, ddp: DistContext) -
 
 def _say(message: str, quiet: bool) -> None:
     if not quiet:
-        print(f"geospade train: {message}", file=sys.stderr, flush=True)
-
-
-def _warn(message: str) -> None:
-    """A warning, printed also with ``quiet`` (as synthesize's)."""
-    print(f"geospade: warning: {message}", file=sys.stderr, flush=True)
+        _LOG.info(message)

@@ -112,7 +112,8 @@ def fixed_batch(dataset: ChipDataset, n: int) -> dict[str, torch.Tensor]:
     finally:
         dataset.augment = saved
     return {"mask": torch.stack([i["mask"] for i in items]),
-            "image": torch.stack([i["image"] for i in items]), "rgb": dataset.store.rgb}
+            "image": torch.stack([i["image"] for i in items]),
+            "rgb": getattr(getattr(dataset, "store", None), "rgb", None)}
 
 
 def random_inputs(generator: nn.Module, n: int, rng: torch.Generator, device: torch.device
