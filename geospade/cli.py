@@ -24,7 +24,7 @@ COMMANDS = {
     "synthesize": "Turn a land-cover raster (optionally edited) into a georeferenced GeoTIFF/COG.",
     "generate": "Paint a synthetic chip store over a real chip store's masks (training data).",
     "stitch": "Join overlapping georeferenced tiles into one seamless GeoTIFF/COG.",
-    "evaluate": "Measure how real generated imagery is, class by class.",
+    "evaluate": "Measure how useful (train on synthetic, test on real) and how real it is.",
     "demo": "Run tile -> train -> synthesize -> evaluate on demo data (Zion, or a landscape).",
     "run": "Run a pipeline config (tile -> train -> synthesize -> evaluate), skipping done stages.",
     "info": "Describe a raster, chip store or checkpoint.",

@@ -107,7 +107,8 @@ def run_demo(
 
 
 def describe_result(result: PipelineResult) -> str:
-    """Where each output is, and the headline numbers of the model against both baselines."""
+    """Where each output is, the usefulness of the model's imagery as training data (TSTR) and
+    its realism against both baselines."""
     from geospade.evaluation.summary import METHOD_LABELS, headline
 
     labels = {
@@ -122,9 +123,13 @@ def describe_result(result: PipelineResult) -> str:
     if result.seconds:
         lines += ["", "time: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())]
     report = result.report
+    if report and report.get("utility"):
+        from geospade.evaluation.utility import utility_lines
+
+        lines += ["", *utility_lines(report["utility"], report["split"])]
     if report:
         w1 = f"W1 ({report.get('dtype', 'source')})"
-        lines += ["", f"headline ({report['split']} split, {report['num_chips']} chips):",
+        lines += ["", f"realism ({report['split']} split, {report['num_chips']} chips):",
                   f"  {'':<16}{w1:>12}{'texture':>10}{'mIoU ratio':>12}"]
         for method in report["methods"]:
             h = headline(report, method)

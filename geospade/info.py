@@ -94,6 +94,7 @@ def _describe_chip_store(path: Path) -> dict[str, Any]:
         "geospade_version": store.manifest.get("geospade_version"),
         "created": store.manifest.get("created"),
         "sources": _sources(store.manifest.get("sources")),
+        "synthetic": store.manifest.get("synthetic"),  # None for chips cut from real imagery
     }
 
 
@@ -118,5 +119,6 @@ def _describe_checkpoint(path: Path) -> dict[str, Any]:
         "bands": [b.name for b in ckpt.bands],
         "chip_size": ckpt.chip_size,
         "generator": ckpt.generator_config,
+        "discriminator": ckpt.config.get("discriminator", "patchgan"),
         "has_style_encoder": ckpt.has_encoder,
     }

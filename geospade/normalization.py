@@ -1,4 +1,5 @@
-"""Per-band normalisation between source units and the model's [-1, 1] range (DESIGN.md).
+"""Per-band normalisation between source units and the model's [-1, 1] range (docs/design.md,
+"Shared pieces").
 
 uint8 bands use the fixed range 0..255; 16-bit and float bands use robust percentiles (2nd and
 98th by default) gathered while tiling. The stats travel in the chip store's manifest and in the

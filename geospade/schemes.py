@@ -226,7 +226,8 @@ class ClassScheme:
     # -- (de)serialisation ----------------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        """The JSON form of DESIGN.md (plus ``ignore``), used in manifests and checkpoints."""
+        """The JSON form of a scheme file (docs/design.md, "Class scheme files"; plus
+        ``ignore``), used in manifests and checkpoints."""
         return {
             "name": self.name,
             "nodata": [_plain_number(v) for v in self.nodata],

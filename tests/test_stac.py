@@ -176,3 +176,13 @@ def test_chip_store_collection(tmp_path, chip_store):
     path.write_text("{}")
     with pytest.raises(GeospadeError, match="is not a STAC Collection"):
         write_store_collection(store)
+
+
+def test_tile_stac_writes_the_store_collection(tmp_path, capsys, landscape_pair):
+    out = tmp_path / "chips"
+    code, stdout, err = run_cli(["tile", str(landscape_pair[0]), str(landscape_pair[1]), "-o",
+                                 str(out), "--size", "64", "--stac"], capsys)
+    assert code == 0, err
+    collection = pystac.Collection.from_file(str(out / "collection.json"))
+    assert collection.extra_fields["geospade:counts"]["train"] == 16
+    assert f"STAC Collection: {out / 'collection.json'}" in stdout

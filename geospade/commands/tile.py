@@ -72,18 +72,26 @@ def _band_numbers(ctx: click.Context, param: click.Parameter,
                    "1,2,3]; the chip store remembers them.")
 @codec_option("none", "Compression of the chip GeoTIFFs: none is fastest; zstd and deflate "
               "(level 1) write smaller stores, lzw is slowest.")
+@click.option("--stac", is_flag=True,
+              help="Also write OUT/collection.json, a STAC Collection of the store (extent, "
+                   "classes, bands; index.gpkg lists the chips).")
 @overwrite_option("Replace OUT if it exists.")
 @quiet_option("No progress bar and no summary.")
 def command(landcover: str, imagery: str, out: str, scheme: str, size: int, stride: int | None,
             max_nodata: float, aoi: str | None, val_fraction: float, test_fraction: float,
             block: int | None, workers: int, seed: int, unknown: str, resampling: str,
             bands: tuple[int, ...] | None, alpha: str, rgb: tuple[int, ...] | None,
-            compress: str, overwrite: bool, quiet: bool) -> None:
+            compress: str, stac: bool, overwrite: bool, quiet: bool) -> None:
     """Cut LANDCOVER (single-band class raster) and IMAGERY into aligned chips.
 
     The land-cover grid is the reference: imagery in another CRS, resolution or extent is
     warped onto it, and only the overlap is tiled. The last chip row/column is shifted back to
     the edge, so the whole overlap is covered.
+
+    Each input may be one file, a quoted glob ("lc/*.tif"), a text file listing paths (one per
+    line, relative to the list), a GDAL VRT, or a URL / GDAL path (https://…, s3://…,
+    /vsicurl/…, /vsizip/…): several files are read as one mosaic without writing it to disk.
+    Land-cover files must share one grid; imagery files may differ in CRS.
 
     Rasters without a CRS (PNG or TIFF pairs of ML datasets) are tiled when both lack one and
     they have the same size in pixels: they are taken as pixel-aligned and the chips carry no
@@ -97,6 +105,7 @@ def command(landcover: str, imagery: str, out: str, scheme: str, size: int, stri
     Examples:
       geospade tile landcover.tif naip.tif -o chips --size 256 --val-fraction 0.1
       geospade tile masks/ images/ -o chips --scheme loveda.json --val-fraction 0.2
+      geospade tile "lc/*.tif" naip-tiles.txt -o chips --scheme chesapeake7
     """
     from geospade.raster.tiling import tile
 
@@ -108,3 +117,9 @@ def command(landcover: str, imagery: str, out: str, scheme: str, size: int, stri
     )
     if not quiet:
         click.echo(summary.describe())
+    if stac:
+        from geospade.stac import write_store_collection
+
+        path = write_store_collection(out)
+        if not quiet:
+            click.echo(f"STAC Collection: {path}")

@@ -1,4 +1,5 @@
-"""Image-quality metrics of DESIGN.md: per-class spectral distance, texture, FID.
+"""Image-quality metrics: per-class spectral distance, texture, FID (docs/design.md,
+"Evaluation report").
 
 Everything here works on *normalised* images (float32, ``(C, H, W)`` in [-1, 1], see
 :mod:`geospade.normalization`) and class-index masks (``(H, W)`` uint8, 255 = ignore), chip by

@@ -282,7 +282,7 @@ class _Template:
 
 
 def write_index(
-    path: Path, records: list[dict], classes: int | Sequence[str], crs: CRS,
+    path: Path, records: list[dict], classes: int | Sequence[str], crs: CRS | None,
     append: bool = False
 ) -> None:
     """Write ``index.gpkg`` (layer ``chips``): one row per chip with its footprint polygon.
@@ -293,7 +293,7 @@ def write_index(
         classes: the class names: the fraction columns are named by class
             (:func:`class_fraction_columns`); a number of classes K gives the columns of
             stores before them, ``frac_0`` … ``frac_<K-1>``.
-        crs: the footprints' CRS.
+        crs: the footprints' CRS (None: a store without one; footprints in pixels).
         append: add to an existing index instead of creating it.
     """
     import geopandas as gpd
@@ -315,7 +315,8 @@ def write_index(
     columns["image"] = [r["image"] for r in records]
     columns["mask"] = [r["mask"] for r in records]
     geometry = [box(*r["bounds"]) for r in records]
-    frame = gpd.GeoDataFrame(columns, geometry=geometry, crs=crs.to_wkt())
+    frame = gpd.GeoDataFrame(columns, geometry=geometry,
+                             crs=None if crs is None else crs.to_wkt())
     frame.to_file(path, layer=INDEX_LAYER, driver="GPKG", mode="a" if append else "w")
 
 

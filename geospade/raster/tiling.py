@@ -763,15 +763,6 @@ def _cut_chips(run: _Map, plans: list[_ChipPlan], store: Path, scheme: ClassSche
     return totals
 
 
-class _NoCRS:
-    """The CRS of rasters that have none, for :func:`geospade.formats.chip_store.write_index`,
-    which writes ``crs.to_wkt()`` as the index's CRS: None there is an index without one."""
-
-    @staticmethod
-    def to_wkt() -> None:
-        return None
-
-
 class _IndexWriter:
     """Appends chip records to ``index.gpkg`` in batches.
 
@@ -780,9 +771,8 @@ class _IndexWriter:
     GeoPackage every reader opens the same way, and a chip can still be found on its source.
     """
 
-    def __init__(self, path: Path, num_classes: int, crs: CRS | None):
-        self.path, self.num_classes = path, num_classes
-        self.crs = _NoCRS() if crs is None else crs
+    def __init__(self, path: Path, classes: Sequence[str], crs: CRS | None):
+        self.path, self.classes, self.crs = path, classes, crs
         self.pending: list[dict] = []
         self.rows = 0
 
@@ -799,7 +789,7 @@ class _IndexWriter:
             with writing(final_name(self.path, self.path.parent)), warnings.catch_warnings():
                 # pyogrio warns that an index without a CRS has none: the summary says so.
                 warnings.filterwarnings("ignore", message="'crs' was not provided")
-                chip_store.write_index(self.path, self.pending, self.num_classes, self.crs,
+                chip_store.write_index(self.path, self.pending, self.classes, self.crs,
                                        append=self.rows > 0)
             self.rows += len(self.pending)
             self.pending = []

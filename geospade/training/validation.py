@@ -1,6 +1,6 @@
 """Per-class spectral comparisons of generated and real imagery over the same class maps.
 
-The spectral distance of the shared design (../shared/DESIGN.md, "Quality metrics"): for each
+The spectral distance (docs/design.md, "Evaluation report"): for each
 class and band, the 1-D Wasserstein (earth mover's) distance between the values of the real and
 the generated pixels of that class. Because both images share the mask, the two samples have the
 same size, and the distance is the mean absolute difference of the sorted values. Units are those

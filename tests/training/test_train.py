@@ -15,7 +15,7 @@ from geospade.models.generator import build_generator
 from geospade.models.precision import cpu_supports_bf16
 from geospade.training.config import TrainConfig, load_config_file
 from geospade.training.loop import train
-from geospade.training.state import build_models as _build_models
+from geospade.training.state import build_models
 from geospade.training.step import update_ema
 from geospade.training.validation import mean_colour_error, spectral_distance
 
@@ -40,7 +40,7 @@ def _colour_error(generator, store) -> float:
 
 def _untrained_error(store, **kw) -> float:
     torch.manual_seed(0)
-    generator, _, _ = _build_models(TrainConfig(**{**TINY, **kw}), 6, 4, 32)
+    generator, _, _ = build_models(TrainConfig(**{**TINY, **kw}), 6, 4, 32)
     return _colour_error(generator, store)
 
 
