@@ -15,7 +15,7 @@ import warnings
 import click
 
 from geospade import __version__
-from geospade.errors import GeospadeError, out_of_room, read_failure, room_error
+from geospade.errors import GeospadeError, cli_wording, out_of_room, read_failure, room_error
 from geospade.log import get_logger, log_to_stderr
 
 COMMANDS = {
@@ -133,7 +133,8 @@ def _run(args: list[str]) -> None:
         click.echo("geospade: interrupted", err=True)
         sys.exit(130)
     except GeospadeError as exc:
-        click.echo(f"geospade: error: {_one_line(exc)}", err=True)
+        # An ArgumentError names the function's argument ("batch_size"); here, its flag.
+        click.echo(f"geospade: error: {_one_line(cli_wording(exc))}", err=True)
         sys.exit(1)
     except BrokenPipeError:
         # Output piped into a reader that stopped early (`geospade info chips | head`): no

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from geospade.errors import GeospadeError
+from geospade.errors import ArgumentError, GeospadeError
 from geospade.formats.chip_store import is_chip_store
 
 try:  # POSIX; on other systems runs are not locked (nothing else changes)
@@ -180,8 +180,8 @@ def _check_not_this_input(path: str | Path, what: str, source: str, kind: str,
         problem = f"lies inside {what} ({source})"
     else:
         return
-    raise GeospadeError(f"{kind} {path} {problem} that this command reads; {hint} "
-                        "(--overwrite never replaces an input)")
+    raise ArgumentError("overwrite", f"{kind} {path} {problem} that this command reads; {hint} "
+                        "(overwrite=True never replaces an input)", leading=False)
 
 
 def check_local_output(path: str | Path, kind: str = "output") -> None:
@@ -207,7 +207,8 @@ def check_replaceable(path: str | Path, kind: OutputKind, overwrite: bool) -> No
     if kind.folder and _empty_folder(path):
         return
     if not overwrite:
-        raise GeospadeError(f"{path} already exists (use --overwrite to replace it)")
+        raise ArgumentError("overwrite", f"{path} already exists (use overwrite=True to "
+                            "replace it)", leading=False)
     if path.is_symlink() or not kind.matches(path):
         raise GeospadeError(f"{path} exists and is not a {kind.what}; refusing to replace it "
                             "(remove it yourself, or choose another output)")

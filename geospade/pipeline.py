@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from geospade.atomic import atomic_path
-from geospade.errors import GeospadeError, check_seed
+from geospade.errors import ArgumentError, GeospadeError, check_seed, cli_wording
 from geospade.formats.chip_store import MANIFEST, read_counts
 from geospade.log import get_logger
 from geospade.outputs import (
@@ -752,7 +752,7 @@ def check_synthesis_options(options: Mapping[str, Any], edits: Path | None, chip
         if "amp" in options:  # bf16 where the device has none
             resolve_amp(options["amp"], resolve_device(options.get("device")))
     except GeospadeError as exc:
-        raise GeospadeError(f"[synthesize]: {exc}") from None
+        raise GeospadeError(f"[synthesize]: {cli_wording(exc)}") from None
 
 
 def check_synthesis_area(window: Any, bbox: Any, landcover: Path,
@@ -790,7 +790,7 @@ def check_synthesis_area(window: Any, bbox: Any, landcover: Path,
             else:
                 parse_bbox(bbox, src.transform, src.width, src.height)
     except GeospadeError as exc:
-        raise GeospadeError(f"[synthesize]: {exc}") from None
+        raise GeospadeError(f"[synthesize]: {cli_wording(exc)}") from None
 
 
 def _check_bbox_form(bbox: Any) -> None:
@@ -801,7 +801,7 @@ def _check_bbox_form(bbox: Any) -> None:
     except (TypeError, ValueError):
         values = []
     if len(values) != 4 or not (values[0] < values[2] and values[1] < values[3]):
-        raise GeospadeError("--bbox must be MINX,MINY,MAXX,MAXY with min < max, in the land "
+        raise ArgumentError("bbox", "must be MINX,MINY,MAXX,MAXY with min < max, in the land "
                             "cover's CRS")
 
 
@@ -831,9 +831,10 @@ def check_work_folder(out: Path) -> None:
     if not out.is_dir():
         raise GeospadeError(f"{out} exists and is not a folder")
     if not PIPELINE_FOLDER.matches(out):
-        raise GeospadeError(
-            f"work folder {out} exists and is not a {PIPELINE_FOLDER.what} (it has no "
-            f"{STATE_FILE}); refusing to write into it: choose a new or empty folder (-o)"
+        raise ArgumentError(
+            "out", f"work folder {out} exists and is not a {PIPELINE_FOLDER.what} (it has no "
+            f"{STATE_FILE}); refusing to write into it: choose a new or empty folder (out=DIR)",
+            others=[("out=DIR", "-o")], leading=False
         )
 
 
@@ -882,7 +883,7 @@ def _check_device(stage: str, device: Any) -> None:
         try:
             resolve_device(device)
         except GeospadeError as exc:
-            raise GeospadeError(f"[{stage}]: {exc}") from None
+            raise GeospadeError(f"[{stage}]: {cli_wording(exc)}") from None
 
 
 def _default_say(quiet: bool) -> Say:
@@ -934,7 +935,7 @@ def run_pipeline(
     check_work_folder(out)
     names = [s for s in STAGES if s in config]
     if force is not None and force != "all" and force not in names:
-        raise GeospadeError(f"--force takes all or a stage of this pipeline ({', '.join(names)})")
+        raise ArgumentError("force", f"takes all or a stage of this pipeline ({', '.join(names)})")
     stages = build_stages(config, out, quiet=quiet)
     _check_before_work(stages, out)
     result = _run_in_work_folder(stages, out, force, say or _default_say(quiet))
@@ -950,7 +951,8 @@ def _work_folder(config: Mapping[str, Any], out: str | Path | None) -> Path:
     if out is not None:
         return Path(out)
     if "out" not in config:
-        raise GeospadeError("pipeline config has no `out` folder; pass one (-o DIR)")
+        raise ArgumentError("out", "pipeline config has no `out` folder; pass one (out=DIR)",
+                            others=[("out=DIR", "-o DIR")], leading=False)
     if not isinstance(config["out"], str):
         raise GeospadeError(f"pipeline config: out must be str, not {config['out']!r}")
     return _output_path(Path(config.get("_base", ".")), config["out"], "the work folder (out)")

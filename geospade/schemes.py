@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geospade.errors import GeospadeError
+from geospade.errors import ArgumentError, GeospadeError
 
 IGNORE_INDEX = 255
 """Class index of pixels with no label (nodata, unlabelled classes, unknown values when ignored)."""
@@ -314,7 +314,7 @@ class ClassScheme:
         return self.values == other.values
 
 
-class UnknownClassValuesError(GeospadeError):
+class UnknownClassValuesError(ArgumentError):
     """Raw label values outside the scheme; ``counts`` maps each value to its pixel count."""
 
     def __init__(self, scheme: ClassScheme, counts: Mapping[float, int]):
@@ -322,8 +322,9 @@ class UnknownClassValuesError(GeospadeError):
         listed = ", ".join(f"{v} ({n} px)" for v, n in sorted(self.counts.items())[:20])
         more = "" if len(self.counts) <= 20 else f" and {len(self.counts) - 20} more"
         super().__init__(
-            f"label values outside scheme {scheme.name!r}: {listed}{more}; "
-            "use another --scheme, or --unknown ignore to treat them as no data"
+            "unknown", f"label values outside scheme {scheme.name!r}: {listed}{more}; "
+            "use another scheme, or unknown='ignore' to treat them as no data",
+            others=[("another scheme", "another --scheme")], leading=False
         )
 
 

@@ -110,10 +110,10 @@ def test_stac_never_replaces_an_input(tmp_path, ckpt, landcover):
 
 
 def test_stac_refused_with_tiles_only_and_on_the_class_map(tmp_path, ckpt, landcover):
-    with pytest.raises(GeospadeError, match="with --tiles-only, give --stac to 'geospade "
-                                            "stitch'"):
+    with pytest.raises(GeospadeError, match="with tiles_only, give stac=True to "
+                                            "'geospade stitch'"):
         synthesize(ckpt, landcover, None, tiles_only=tmp_path / "tiles", stac=True, quiet=True)
-    with pytest.raises(GeospadeError, match="is where --stac writes the STAC Item"):
+    with pytest.raises(GeospadeError, match="is where stac=True writes the STAC Item of out"):
         synthesize(ckpt, landcover, tmp_path / "a.tif", save_landcover=tmp_path / "a.json",
                    stac=True, quiet=True)
     assert not list(tmp_path.iterdir())

@@ -50,7 +50,7 @@ import torch
 
 from geospade import __version__
 from geospade.atomic import atomic_path
-from geospade.errors import GeospadeError, check_seed
+from geospade.errors import ArgumentError, GeospadeError, check_seed
 from geospade.evaluation import metrics
 from geospade.evaluation.figure import write_figure
 from geospade.evaluation.painters import (
@@ -191,8 +191,9 @@ def _check_outputs(out: Path | None, fig_path: Path | None, overwrite: bool, inp
     """The report and the figure are two new files (or replaceable ones of their kind), and
     neither is an input nor lies inside the chip store."""
     if out is not None and fig_path is not None and same_file(out, fig_path):
-        raise GeospadeError(f"the report and the figure would both be written to {out}; give "
-                            "the report a .json name (or pass --no-figure)")
+        raise ArgumentError("figure", f"the report and the figure would both be written to "
+                            f"{out}; give the report a .json name (or pass figure=False)",
+                            others=[("figure=False", "--no-figure")], leading=False)
     if out is not None:
         prepare_output(out, overwrite, inputs, kind=EVALUATION_REPORT)
     if fig_path is not None:

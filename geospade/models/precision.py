@@ -14,7 +14,7 @@ from enum import Enum
 import torch
 from torch import nn
 
-from geospade.errors import GeospadeError
+from geospade.errors import ArgumentError, GeospadeError
 
 
 class Precision(str, Enum):
@@ -125,10 +125,10 @@ def autocast_context(device: torch.device | str, amp: Precision | str | None = N
     dtype = torch.bfloat16 if amp is Precision.BF16 else torch.float16
     if device.type == "cpu":
         if amp is Precision.FP16:
-            raise GeospadeError("--amp fp16 needs a CUDA device; on a CPU use --amp bf16")
+            raise ArgumentError("amp", "fp16 needs a CUDA device; on a CPU use amp='bf16'")
         if not cpu_supports_bf16():
-            raise GeospadeError("--amp bf16: this CPU has no native bf16 support")
+            raise ArgumentError("amp", "bf16: this CPU has no native bf16 support")
     elif (device.type == "cuda" and amp is Precision.BF16
           and not torch.cuda.is_bf16_supported()):
-        raise GeospadeError("--amp bf16: this GPU does not support bf16")
+        raise ArgumentError("amp", "bf16: this GPU does not support bf16")
     return torch.autocast(device_type=device.type, dtype=dtype)

@@ -25,7 +25,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from geospade.errors import GeospadeError
+from geospade.errors import ArgumentError, GeospadeError
 
 if TYPE_CHECKING:  # rasterio is imported by the callers; `geospade tile --help` needs none
     import rasterio
@@ -118,12 +118,12 @@ def _colour_bands(found: dict[str, list[int]]) -> tuple[int, int, int] | None:
 def _requested_rgb(requested: Sequence[int], count: int) -> tuple[int, int, int]:
     numbers = list(requested)
     if len(numbers) != 3:
-        raise GeospadeError(f"--rgb takes three band numbers (red, green, blue), not "
-                            f"{len(numbers)}")
+        raise ArgumentError("rgb", f"takes three band numbers (red, green, blue), not "
+                                   f"{len(numbers)}")
     for n in numbers:
         if not 1 <= n <= count:
-            raise GeospadeError(f"--rgb band {n} is out of range: the chips have {count} "
-                                f"band(s), numbered 1 to {count}")
+            raise ArgumentError("rgb", f"band {n} is out of range: the chips have {count} "
+                                       f"band(s), numbered 1 to {count}")
     return numbers[0] - 1, numbers[1] - 1, numbers[2] - 1
 
 
@@ -209,17 +209,17 @@ def choose_bands(colorinterp: Sequence[ColorInterp], bands: Sequence[int] | None
                           flagged)
     kept = tuple(bands)
     if not kept:
-        raise GeospadeError("--bands lists no band")
+        raise ArgumentError("bands", "lists no band")
     for b in kept:
         if not 1 <= b <= count:
-            raise GeospadeError(f"--bands band {b} is out of range: the imagery has {count} "
-                                f"band(s), numbered 1 to {count}")
+            raise ArgumentError("bands", f"band {b} is out of range: the imagery has {count} "
+                                         f"band(s), numbered 1 to {count}")
         if kept.count(b) > 1:
-            raise GeospadeError(f"--bands lists band {b} twice")
+            raise ArgumentError("bands", f"lists band {b} twice")
     if mask_band in kept:
-        raise GeospadeError(f"--bands lists band {mask_band}, which the imagery flags as alpha "
-                            "and tiling uses as the validity mask; add --alpha band to keep it "
-                            "as data")
+        raise ArgumentError("bands", f"lists band {mask_band}, which the imagery flags as alpha "
+                            "and tiling uses as the validity mask; add alpha='band' to keep it "
+                            "as data", others=[("alpha='band'", "--alpha band")])
     return BandChoice(kept, mask_band, flagged)
 
 

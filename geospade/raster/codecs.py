@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from geospade.errors import GeospadeError
+from geospade.errors import ArgumentError, GeospadeError
 
 CODECS = ("deflate", "zstd", "lzw", "none")
 """Codec names of ``--compress``; ``deflate`` opens in every GIS."""
@@ -24,8 +24,9 @@ def check_codec(compress: str, cog: bool = False) -> str:
         raise GeospadeError(f"unknown compression {compress!r}: use one of {', '.join(CODECS)}")
     if cog and compress == "none":
         # GDAL's COG driver (3.10) writes an uncompressed copy without the COG layout.
-        raise GeospadeError("a COG is written compressed: use --compress deflate, zstd or lzw "
-                            "with --cog")
+        raise ArgumentError("compress", "a COG is written compressed: use compress deflate, "
+                            "zstd or lzw with cog=True", others=("compress", "cog"),
+                            leading=False)
     return compress
 
 

@@ -29,7 +29,7 @@ from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
 from geospade.atomic import atomic_path
-from geospade.errors import GeospadeError, captured_stderr, first_line, writing
+from geospade.errors import ArgumentError, GeospadeError, captured_stderr, first_line, writing
 from geospade.outputs import prepare_output
 from geospade.raster.codecs import CODECS, check_codec, codec_options, cog_codec_options
 from geospade.raster.gdal_env import limited_cache
@@ -45,19 +45,20 @@ OUTPUT_CODECS = (*CODECS, *LOSSY_CODECS)
 """The ``--compress`` choices of the imagery geospade writes (synthesize, stitch)."""
 
 # Creation options that other options set: one way to say each thing.
-_RESERVED_OPTIONS = {"COMPRESS": "--compress", "BLOCKXSIZE": "--blocksize",
-                     "BLOCKYSIZE": "--blocksize", "BLOCKSIZE": "--blocksize",
-                     "TILED": "--blocksize (outputs are always tiled)"}
+_RESERVED_OPTIONS = {"COMPRESS": "compress", "BLOCKXSIZE": "block_size",
+                     "BLOCKYSIZE": "block_size", "BLOCKSIZE": "block_size",
+                     "TILED": "block_size (outputs are always tiled)"}
 
 
 def check_block_size(block_size: int) -> int:
     """``block_size`` if it is a positive multiple of 16 (what TIFF tiles must be), else a
     :class:`GeospadeError`."""
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size <= 0:
-        raise GeospadeError(f"block size (--blocksize) {block_size} must be a positive "
-                            "multiple of 16")
+        raise ArgumentError("block_size", f"{block_size} must be a positive multiple of 16",
+                            flag="--blocksize")
     if block_size % 16:
-        raise GeospadeError(f"block size (--blocksize) {block_size} is not a multiple of 16")
+        raise ArgumentError("block_size", f"{block_size} is not a multiple of 16",
+                            flag="--blocksize")
     return block_size
 
 
@@ -79,8 +80,8 @@ def check_output_codec(compress: str, cog: bool = False, count: int | None = Non
                                 f"{', '.join(OUTPUT_CODECS)}")
         return check_codec(compress, cog)
     if count is not None and (count != 3 or np.dtype(dtype) != np.uint8):
-        raise GeospadeError(
-            f"--compress {compress} is for 8-bit imagery with 3 bands; this output has "
+        raise ArgumentError(
+            "compress", f"{compress} is for 8-bit imagery with 3 bands; this output has "
             f"{count} {np.dtype(dtype).name} band(s): use deflate, zstd or lzw")
     return compress
 
@@ -118,8 +119,9 @@ def parse_creation_options(pairs: Sequence[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise GeospadeError(f"creation option (--co) {pair!r} is not KEY=VALUE, e.g. "
-                                "--co ZLEVEL=6")
+            raise ArgumentError("creation_options", f"{pair!r} is not KEY=VALUE, e.g. "
+                                "'ZLEVEL=6'", flag="--co",
+                                others=[("e.g. 'ZLEVEL=6'", "e.g. --co ZLEVEL=6")])
         options[key.strip().upper()] = value.strip()
     return options
 
@@ -147,8 +149,10 @@ def check_creation_options(options: Mapping[str, str] | None, *, cog: bool, coun
     options = {str(k).upper(): str(v) for k, v in (options or {}).items()}
     for key in options:
         if key in _RESERVED_OPTIONS:
-            raise GeospadeError(f"creation option (--co) {key} is set with "
-                                f"{_RESERVED_OPTIONS[key]}, not --co")
+            raise ArgumentError("creation_options", f"{key} is set with "
+                                f"{_RESERVED_OPTIONS[key]}, not creation_options", flag="--co",
+                                others=[("block_size", "--blocksize"), "compress",
+                                        "creation_options"])
     if not options:
         return options
     failed = []
@@ -163,8 +167,8 @@ def check_creation_options(options: Mapping[str, str] | None, *, cog: bool, coun
     if problems:
         pairs = " ".join(f"{k}={v}" for k, v in options.items())
         driver = "COG" if cog else "GTiff"
-        raise GeospadeError(f"creation options (--co) {pairs}: GDAL's {driver} driver says "
-                            f"{problems[0]}")
+        raise ArgumentError("creation_options", f"{pairs}: GDAL's {driver} driver says "
+                            f"{problems[0]}", flag="--co")
     return options
 
 

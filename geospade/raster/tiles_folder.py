@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from geospade.atomic import atomic_path
-from geospade.errors import GeospadeError
+from geospade.errors import ArgumentError, GeospadeError
 from geospade.outputs import LOCK_SUFFIX, TILES_MARKER
 
 FORMAT = "geospade-tiles"
@@ -82,14 +82,16 @@ def claim(folder: str | Path, run: str, tiles: Sequence[str], overwrite: bool) -
     folder = Path(folder)
     marker = read_marker(folder)
     if marker is None and _content(folder):
-        raise GeospadeError(
-            f"tiles folder {folder} holds files that are not geospade tiles of one run; "
-            "give --tiles-only an empty or new folder")
+        raise ArgumentError(
+            "tiles_only", f"tiles folder {folder} holds files that are not geospade tiles of "
+            "one run; give tiles_only an empty or new folder", others=("tiles_only",),
+            leading=False)
     if marker is not None and marker.get("run") != run:
         if not overwrite:
-            raise GeospadeError(
-                f"tiles folder {folder} holds the tiles of another synthesize run (use "
-                "--overwrite to replace them, or give another folder)")
+            raise ArgumentError(
+                "overwrite", f"tiles folder {folder} holds the tiles of another synthesize "
+                "run (use overwrite=True to replace them, or give another folder)",
+                leading=False)
         for name in marker.get("tiles", []):
             if isinstance(name, str) and "/" not in name and os.sep not in name:
                 (folder / name).unlink(missing_ok=True)

@@ -36,7 +36,7 @@ from rasterio.enums import MaskFlags
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-from geospade.errors import GeospadeError, check_seed, writing
+from geospade.errors import ArgumentError, GeospadeError, check_seed, writing
 from geospade.formats import chip_store
 from geospade.log import Progress, progress
 from geospade.normalization import BandStats, fixed_range, nodata_to_json
@@ -286,30 +286,30 @@ class _Options:
         """Refuse a value no run can use, before anything is opened."""
         check_seed(self.seed)
         if self.size <= 0:
-            raise GeospadeError(f"--size must be a positive number of pixels, not {self.size}")
+            raise ArgumentError("size", f"must be a positive number of pixels, not {self.size}")
         if self.stride <= 0:
-            raise GeospadeError(
-                f"--stride must be a positive number of pixels, not {self.stride}")
+            raise ArgumentError(
+                "stride", f"must be a positive number of pixels, not {self.stride}")
         if not 0.0 <= self.max_nodata <= 1.0:
-            raise GeospadeError(
-                f"--max-nodata must be a fraction in [0, 1], not {self.max_nodata}")
+            raise ArgumentError(
+                "max_nodata", f"must be a fraction in [0, 1], not {self.max_nodata}")
         if self.block is not None and self.block <= 0:
-            raise GeospadeError(f"--block must be a positive number of chips, not {self.block}")
+            raise ArgumentError("block", f"must be a positive number of chips, not {self.block}")
         if self.workers <= 0:
-            raise GeospadeError(f"--workers must be at least 1, not {self.workers}")
+            raise ArgumentError("workers", f"must be at least 1, not {self.workers}")
         if self.unknown not in ("error", "ignore"):
-            raise GeospadeError(f"--unknown must be 'error' or 'ignore', not {self.unknown!r}")
+            raise ArgumentError("unknown", f"must be 'error' or 'ignore', not {self.unknown!r}")
         if self.resampling not in RESAMPLING:
-            raise GeospadeError(f"--resampling must be one of {', '.join(RESAMPLING)}, "
-                                f"not {self.resampling!r}")
+            raise ArgumentError("resampling", f"must be one of {', '.join(RESAMPLING)}, "
+                                              f"not {self.resampling!r}")
         check_codec(self.compress)
         check_fractions(self.val_fraction, self.test_fraction)
         if self.alpha not in ALPHA_CHOICES:
-            raise GeospadeError(
-                f"--alpha must be one of {', '.join(ALPHA_CHOICES)}, not {self.alpha!r}")
+            raise ArgumentError(
+                "alpha", f"must be one of {', '.join(ALPHA_CHOICES)}, not {self.alpha!r}")
         if self.rgb is not None and len(self.rgb) != 3:
-            raise GeospadeError(
-                f"--rgb takes three band numbers (red, green, blue), not {len(self.rgb)}")
+            raise ArgumentError(
+                "rgb", f"takes three band numbers (red, green, blue), not {len(self.rgb)}")
 
     @property
     def held_out(self) -> bool:
@@ -571,7 +571,7 @@ def _load_aoi(aoi: str | Path, grid: Grid) -> Any:
     from shapely import union_all
 
     if grid.crs is None:
-        raise GeospadeError("--aoi needs georeferenced rasters: the land cover has no CRS")
+        raise ArgumentError("aoi", "needs georeferenced rasters: the land cover has no CRS")
     frame = read_vector(aoi, "AOI", grid.crs, onto="the land cover")
     if frame.empty:
         raise GeospadeError(f"AOI {Path(aoi)} has no geometries")

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from geospade.errors import GeospadeError
+from geospade.errors import ArgumentError
 from geospade.formats.chip_store import SPLITS  # noqa: F401 - the order of assign_blocks' indices
 
 
@@ -58,7 +58,8 @@ def group_offsets(offsets: list[int], size: int, span: int) -> list[list[int]]:
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
     """Refuse split fractions outside [0, 1) or summing to 1 or more."""
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise GeospadeError("--val-fraction and --test-fraction must be in [0, 1) and sum below 1")
+        raise ArgumentError("val_fraction", "and test_fraction must be in [0, 1) and sum below 1",
+                            others=("test_fraction",))
 
 
 def block_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
@@ -125,9 +126,10 @@ def assign_block_grids(
     n = sum(rows * cols for rows, cols in shapes)
     n_val, n_test = block_counts(n, val_fraction, test_fraction)
     if not leaves_train(n, val_fraction, test_fraction):
-        raise GeospadeError(
-            f"only {n} split block(s) of chips: too few for val/test plus train; "
-            "use a smaller --block or a smaller --size"
+        raise ArgumentError(
+            "block", f"only {n} split block(s) of chips: too few for val/test plus train; "
+            "use a smaller block or a smaller size", others=("block", "size"),
+            leading=False
         )
     order = np.random.default_rng(seed).permutation(n)
     splits = np.zeros(n, dtype=np.int64)
@@ -179,9 +181,10 @@ def largest_block(areas: Sequence[tuple[int, int]], stride: int, val_fraction: f
     n = blocks(1)
     if leaves_train(n, val_fraction, test_fraction):
         return 1
-    raise GeospadeError(
-        f"only {n} split block(s) of chips even with --block 1: too few for val/test plus "
-        "train; use a smaller --size or smaller --val-fraction/--test-fraction"
+    raise ArgumentError(
+        "block", f"only {n} split block(s) of chips even with block=1: too few for val/test "
+        "plus train; use a smaller size or smaller val_fraction/test_fraction",
+        others=("size", "val_fraction", "test_fraction"), leading=False
     )
 
 

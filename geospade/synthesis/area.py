@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from affine import Affine
 from rasterio.windows import Window, from_bounds
 
-from geospade.errors import GeospadeError
+from geospade.errors import ArgumentError
 
 
 def parse_window(window: str | Sequence[int] | Window | None, width: int, height: int
@@ -38,16 +38,16 @@ def parse_window(window: str | Sequence[int] | Window | None, width: int, height
         except ValueError:
             parts = []
         if len(parts) != 4:
-            raise GeospadeError(f"--window must be COL_OFF,ROW_OFF,WIDTH,HEIGHT, not {window!r}")
+            raise ArgumentError("window", f"must be COL_OFF,ROW_OFF,WIDTH,HEIGHT, not {window!r}")
         window = Window(*parts)
     elif not isinstance(window, Window):
         window = Window(*[int(v) for v in window])
     if window.width <= 0 or window.height <= 0:
-        raise GeospadeError("--window needs a positive width and height")
+        raise ArgumentError("window", "needs a positive width and height")
     if (window.col_off < 0 or window.row_off < 0 or window.col_off + window.width > width
             or window.row_off + window.height > height):
-        raise GeospadeError(
-            f"--window {_fmt_window(window)} reaches outside the land cover ({width}x{height} "
+        raise ArgumentError(
+            "window", f"{_fmt_window(window)} reaches outside the land cover ({width}x{height} "
             f"px); it must lie inside: COL_OFF >= 0, ROW_OFF >= 0, COL_OFF+WIDTH <= {width}, "
             f"ROW_OFF+HEIGHT <= {height}")
     return Window(int(window.col_off), int(window.row_off), int(window.width),
@@ -76,7 +76,7 @@ def parse_bbox(bbox: str | Sequence[float], transform: Affine, width: int, heigh
         except ValueError:
             bbox = []
     if len(bbox) != 4 or not (bbox[0] < bbox[2] and bbox[1] < bbox[3]):
-        raise GeospadeError("--bbox must be MINX,MINY,MAXX,MAXY with min < max, in the land "
+        raise ArgumentError("bbox", "must be MINX,MINY,MAXX,MAXY with min < max, in the land "
                             "cover's CRS")
     win = from_bounds(*bbox, transform=transform)
     # (A box edge within a millionth of a pixel of a pixel edge is on it: float round-off.)
@@ -89,8 +89,8 @@ def parse_bbox(bbox: str | Sequence[float], transform: Affine, width: int, heigh
         bounds = ",".join(f"{v:.10g}" for v in (min(xs), min(ys), max(xs), max(ys)))
         given = ",".join(f"{v:.10g}" for v in bbox)
         disjoint = c1 <= 0 or r1 <= 0 or c0 >= width or r0 >= height
-        raise GeospadeError(
-            f"--bbox {given} {'does not overlap' if disjoint else 'reaches outside'} the land "
+        raise ArgumentError(
+            "bbox", f"{given} {'does not overlap' if disjoint else 'reaches outside'} the land "
             f"cover; it must lie inside its bounds {bounds} ({width}x{height} px)")
     return Window(c0, r0, c1 - c0, r1 - r0)
 

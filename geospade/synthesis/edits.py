@@ -19,7 +19,7 @@ from affine import Affine
 from rasterio.features import rasterize
 from rasterio.transform import array_bounds
 
-from geospade.errors import GeospadeError
+from geospade.errors import ArgumentError, GeospadeError
 from geospade.raster.grid import Grid
 from geospade.raster.strip_writer import (
     LOSSY_CODECS,
@@ -78,7 +78,8 @@ def load_edits(path: str | Path, field_name: str | None, scheme: ClassScheme, cr
     """
     path = Path(path)
     if not field_name:
-        raise GeospadeError("--edits needs --edit-field (the attribute with each polygon's class)")
+        raise ArgumentError("edits", "needs edit_field (the attribute with each polygon's class)",
+                            others=("edit_field",))
     gdf = read_vector(path, "edits", crs, onto="the land cover")
     if field_name not in gdf.columns:
         fields = ", ".join(c for c in gdf.columns if c != gdf.geometry.name) or "none"

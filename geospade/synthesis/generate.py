@@ -48,7 +48,7 @@ import rasterio
 import torch
 from affine import Affine
 
-from geospade.errors import GeospadeError, check_seed, reading, writing
+from geospade.errors import ArgumentError, GeospadeError, check_seed, reading, writing
 from geospade.formats import chip_store
 from geospade.formats.chip_store import SYNTHETIC, ChipStore, check_real_chips, open_chip_store
 from geospade.log import progress
@@ -189,17 +189,16 @@ def _check_options(variants: int, oversample_rare: float, split: str, seed: int,
                    batch_size: int) -> None:
     check_seed(seed)
     if isinstance(variants, bool) or not isinstance(variants, int) or variants < 1:
-        raise GeospadeError(f"variants (--variants) must be a whole number >= 1, not "
-                            f"{variants!r}")
+        raise ArgumentError("variants", f"must be a whole number >= 1, not {variants!r}")
     if not (isinstance(oversample_rare, (int, float)) and math.isfinite(oversample_rare)
             and oversample_rare >= 1):
-        raise GeospadeError(f"oversample_rare (--oversample-rare) must be a factor >= 1, not "
-                            f"{oversample_rare!r}")
+        raise ArgumentError("oversample_rare", f"must be a factor >= 1, not "
+                                               f"{oversample_rare!r}")
     if split not in SPLIT_CHOICES:
-        raise GeospadeError(f"split (--split) must be one of {', '.join(SPLIT_CHOICES)}, not "
-                            f"{split!r}")
+        raise ArgumentError("split", f"must be one of {', '.join(SPLIT_CHOICES)}, not "
+                                     f"{split!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise GeospadeError(f"batch size (--batch-size) must be at least 1, not {batch_size!r}")
+        raise ArgumentError("batch_size", f"must be at least 1, not {batch_size!r}")
 
 
 @dataclass(frozen=True)
@@ -290,11 +289,11 @@ def _check_model(model: SynthesisModel, store: ChipStore, checkpoint: Path,
                             f"{generator.crop_size}-px chips only; chip store {store.root} has "
                             f"{size}-px chips")
     if most_variants > 1 and not (generator.noise_dim or generator.use_vae):
-        raise GeospadeError(
-            f"checkpoint {checkpoint} has no noise input or style code (trained with "
-            f"noise_dim 0 and without use_vae): its {most_variants} variants of a mask would "
-            "be the same image; use --variants 1 without --oversample-rare, or a checkpoint "
-            "trained with noise_dim > 0")
+        raise ArgumentError(
+            "variants", f"checkpoint {checkpoint} has no noise input or style code (trained "
+            f"with noise_dim 0 and without use_vae): its {most_variants} variants of a mask "
+            "would be the same image; use variants=1 without oversample_rare, or a checkpoint "
+            "trained with noise_dim > 0", others=("oversample_rare",), leading=False)
 
 
 def _rare_for(store: ChipStore, settings: _Settings) -> list[int]:
@@ -303,8 +302,8 @@ def _rare_for(store: ChipStore, settings: _Settings) -> list[int]:
         return []
     train = (store.manifest.get("class_pixels") or {}).get("train")
     if not train or not any(train):
-        raise GeospadeError(f"--oversample-rare measures class frequencies on the train split, "
-                            f"and chip store {store.root} has no train pixels")
+        raise ArgumentError("oversample_rare", f"measures class frequencies on the train "
+                            f"split, and chip store {store.root} has no train pixels")
     return rare_classes(train)
 
 

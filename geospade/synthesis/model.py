@@ -21,7 +21,7 @@ import numpy as np
 import rasterio
 import torch
 
-from geospade.errors import GeospadeError, check_seed, first_line
+from geospade.errors import ArgumentError, GeospadeError, check_seed, first_line
 from geospade.formats.checkpoint import GeneratorForm, open_checkpoint
 from geospade.models.precision import Precision
 from geospade.normalization import BandStats, normalize
@@ -142,7 +142,7 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     """``auto`` -> ``bf16`` where the device has native bf16 (GPU, AVX512-BF16/AMX CPU), else
     ``none``; checks that a forced ``bf16`` is supported."""
     if amp not in AMP_CHOICES:
-        raise GeospadeError(f"amp (--amp) must be one of {', '.join(AMP_CHOICES)}, not {amp!r}")
+        raise ArgumentError("amp", f"must be one of {', '.join(AMP_CHOICES)}, not {amp!r}")
     if device.type == "cuda":
         supported = torch.cuda.is_bf16_supported()
         fast = supported
@@ -155,7 +155,7 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     if amp == "auto":
         return "bf16" if fast else "none"
     if amp == "bf16" and not supported:
-        raise GeospadeError(f"--amp bf16: {device} has no bf16 support; use --amp none")
+        raise ArgumentError("amp", f"bf16: {device} has no bf16 support; use amp='none'")
     return amp
 
 
@@ -192,8 +192,8 @@ def load_synthesis_model(checkpoint: str | Path, device: str | torch.device | No
                                torch.bfloat16 if amp == "bf16" else None,
                                channels_last=channels_last, fused=fused)
     if style is not None and not (generator.use_vae and ckpt.has_encoder):
-        raise GeospadeError(f"--style needs a checkpoint with a style encoder; {checkpoint} was "
-                            "trained without one (--use-vae)")
+        raise ArgumentError("style", f"needs a checkpoint with a style encoder; {checkpoint} "
+                            "was trained without one (use_vae)", others=("use_vae",))
     z, noise = seeded_inputs(generator, seed, dev)
     if style is not None:
         image = _read_style_image(style, ckpt.bands, ckpt.chip_size)

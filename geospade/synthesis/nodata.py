@@ -17,7 +17,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from geospade.errors import GeospadeError
+from geospade.errors import ArgumentError
 from geospade.normalization import BandStats
 from geospade.schemes import ClassScheme
 
@@ -88,6 +88,7 @@ def refuse_unknown_values(src: rasterio.DatasetReader, area: Window, scheme: Cla
     if bad:
         listed = ", ".join(f"{v} ({n} px)" for v, n in sorted(bad.items())[:20])
         more = "" if len(bad) <= 20 else f" and {len(bad) - 20} more"
-        raise GeospadeError(
-            f"{landcover} has values outside the checkpoint's scheme {scheme.name!r}: "
-            f"{listed}{more}; use --unknown ignore to treat them as no data")
+        raise ArgumentError(
+            "unknown", f"{landcover} has values outside the checkpoint's scheme "
+            f"{scheme.name!r}: {listed}{more}; use unknown='ignore' to treat them as no data",
+            leading=False)

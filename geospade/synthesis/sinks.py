@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from geospade.errors import GeospadeError
+from geospade.errors import ArgumentError
 from geospade.outputs import check_not_an_input, remove_stale_temporaries
 from geospade.raster import tiles_folder
 from geospade.raster.blending_writer import BlendingWriter
@@ -179,8 +179,9 @@ class TileSink(_Sink):
         tiles_folder.claim(self.folder, run, [p.name for p in self.paths], self.overwrite)
         existing = [] if self.overwrite else [p for p in mine if p.exists()]
         if existing:
-            raise GeospadeError(f"{len(existing)} tile(s) already exist in {self.folder}, e.g. "
-                                f"{existing[0].name} (use --overwrite to replace them)")
+            raise ArgumentError("overwrite", f"{len(existing)} tile(s) already exist in "
+                                f"{self.folder}, e.g. {existing[0].name} (use overwrite=True "
+                                "to replace them)", leading=False)
 
     def _start(self, strip: int) -> None:
         for j in [j for j in self._open if j < strip]:

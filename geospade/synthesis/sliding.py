@@ -32,7 +32,7 @@ import rasterio
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from geospade.errors import GeospadeError, check_seed, first_line
+from geospade.errors import ArgumentError, GeospadeError, check_seed, first_line
 from geospade.log import Progress, get_logger, progress
 from geospade.normalization import denormalize
 from geospade.outputs import (
@@ -203,53 +203,56 @@ class _Request:
             raise GeospadeError(f"land cover not found: {lc}")
         input_files(lc, "land cover")  # a glob matching nothing, an empty list file: one line
         if self.unknown not in ("error", "ignore"):
-            raise GeospadeError(f"unknown (--unknown) must be 'error' or 'ignore', not "
-                                f"{self.unknown!r}")
+            raise ArgumentError("unknown", f"must be 'error' or 'ignore', not "
+                                           f"{self.unknown!r}")
         self._check_ranks()
         if self.batch_size < 1:
-            raise GeospadeError(f"batch_size (--batch-size) must be at least 1, not "
-                                f"{self.batch_size}")
+            raise ArgumentError("batch_size", f"must be at least 1, not {self.batch_size}")
         check_output_codec(self.compress, self.cog)  # a bad codec fails before any work
         check_block_size(self.block_size)
         if self.bbox is not None and self.window is not None:
-            raise GeospadeError("give --bbox or --window, not both")
+            raise ArgumentError("bbox", "give bbox or window, not both",
+                                others=("bbox", "window"), leading=False)
         check_seed(self.seed)
         if self.edit_field is not None and self.edits is None:
-            raise GeospadeError("--edit-field needs --edits (the vector file whose attribute it "
-                                "names)")
+            raise ArgumentError("edit_field", "needs edits (the vector file whose attribute it "
+                                "names)", others=("edits",))
         self._check_outputs()
 
     def _check_ranks(self) -> None:
         world_size, rank = self.world_size, self.rank
         if world_size < 1:
-            raise GeospadeError(f"--world-size must be at least 1, not {world_size}")
+            raise ArgumentError("world_size", f"must be at least 1, not {world_size}")
         if not 0 <= rank < world_size:
-            raise GeospadeError(f"--rank must be in 0..{world_size - 1} (--world-size "
-                                f"{world_size}), not {rank}")
+            raise ArgumentError("rank", f"must be in 0..{world_size - 1} (world_size="
+                                f"{world_size}), not {rank}", others=("world_size",))
         if world_size > 1 and self.tiles_only is None:
-            raise GeospadeError("world_size (--world-size) > 1 needs tiles_only (--tiles-only "
-                                "DIR; each rank writes its tiles, stitch joins them)")
+            raise ArgumentError("world_size", "> 1 needs tiles_only (a folder: each rank writes "
+                                "its tiles, stitch joins them)", others=("tiles_only",))
 
     def _check_outputs(self) -> None:
         if self.tiles_only is None and self.out is None:
-            raise GeospadeError("an output path (-o OUT.tif) is needed")
+            raise ArgumentError("out", "is needed: the output raster's path", flag="-o")
         if self.save_landcover is not None and self.world_size > 1:
-            raise GeospadeError("save_landcover (--save-landcover) cannot be combined with "
-                                "world_size (--world-size) > 1")
+            raise ArgumentError("save_landcover", "cannot be combined with world_size > 1",
+                                others=("world_size",))
         if (self.tiles_only is None and self.save_landcover is not None
                 and same_file(self.out, self.save_landcover)):
-            raise GeospadeError(f"-o and --save-landcover name the same file ({self.out}); "
-                                "give two different files")
+            raise ArgumentError("out", f"and save_landcover name the same file ({self.out}); "
+                                "give two different files", flag="-o",
+                                others=("save_landcover",))
         if self.tiles_only is not None:
             check_not_an_input(self.tiles_only, self.inputs, "tiles folder",
                                "write the tiles to a new folder")
         if self.stac and self.tiles_only is not None:
-            raise GeospadeError("--stac describes the -o raster: with --tiles-only, give --stac "
-                                "to 'geospade stitch', which joins the tiles")
+            raise ArgumentError("stac", "describes the out raster: with tiles_only, give "
+                                "stac=True to 'geospade stitch', which joins the tiles",
+                                others=(("out", "-o"), "tiles_only"))
         if (self.stac and self.save_landcover is not None
                 and same_file(item_path(self.out), self.save_landcover)):
-            raise GeospadeError(f"--save-landcover {self.save_landcover} is where --stac writes "
-                                "the STAC Item of -o; choose another name")
+            raise ArgumentError("save_landcover", f"{self.save_landcover} is where stac=True "
+                                "writes the STAC Item of out; choose another name",
+                                others=("stac", ("out", "-o")))
 
     def output_folders(self) -> list[Path]:
         """The folders the outputs go to (taken back when the run fails and created them)."""
@@ -288,7 +291,7 @@ def _synthesize(request: _Request, start: float) -> dict[str, Any]:
     size = model.chip_size
     overlap = size // 4 if r.overlap is None else r.overlap
     if not 0 <= overlap <= size // 2:
-        raise GeospadeError(f"--overlap must be between 0 and {size // 2} (half the "
+        raise ArgumentError("overlap", f"must be between 0 and {size // 2} (half the "
                             f"{size}-pixel window), not {overlap}")
     r = _with_output_checked(r, model)
     try:
@@ -336,11 +339,12 @@ def _area(request: _Request, src: rasterio.DatasetReader, scheme: ClassScheme) -
     """The window of the land cover to synthesize, checked (north-up for tiles, no unknown
     values unless they are to be ignored)."""
     if request.tiles_only is not None and is_rotated(src.transform):
-        raise GeospadeError(
-            f"{request.landcover} is rotated (not north-up), and --tiles-only writes tiles for "
-            "'geospade stitch', which joins north-up tiles only; synthesize the whole "
-            "raster with -o instead, or warp it north-up first (gdalwarp IN.tif "
-            "NORTHUP.tif)")
+        raise ArgumentError(
+            "tiles_only", f"{request.landcover} is rotated (not north-up), and tiles_only "
+            "writes tiles for 'geospade stitch', which joins north-up tiles only; synthesize the "
+            "whole raster with out=PATH instead, or warp it north-up first (gdalwarp IN.tif "
+            "NORTHUP.tif)", others=["tiles_only", ("out=PATH", "-o")],
+            leading=False)
     area = area_window(request.window, request.bbox, src.transform, src.width, src.height)
     if request.unknown == "error":
         refuse_unknown_values(src, area, scheme, request.landcover)

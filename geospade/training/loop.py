@@ -38,7 +38,7 @@ from torch import nn
 
 from geospade.atomic import atomic_path
 from geospade.data.chips import ChipDataset
-from geospade.errors import GeospadeError
+from geospade.errors import ArgumentError, GeospadeError
 from geospade.formats.checkpoint import load_checkpoint, save_checkpoint
 from geospade.formats.chip_store import manifest_sha256
 from geospade.log import Progress, get_logger, progress
@@ -285,9 +285,10 @@ def _plan(inputs: _Inputs, quiet: bool, ddp: DistContext) -> _Plan:
         )
     total = cfg.epochs * steps_per_epoch if cfg.epochs else cfg.steps
     if ckpt is not None and int(ckpt["step"]) >= total:
-        raise GeospadeError(
-            f"nothing to do: the checkpoint is at step {ckpt['step']} and the run ends at step "
-            f"{total}; raise --steps (or --epochs) to train further"
+        raise ArgumentError(
+            "steps", f"nothing to do: the checkpoint is at step {ckpt['step']} and the run ends "
+            f"at step {total}; raise steps (or epochs) to train further",
+            others=("steps", "epochs"), leading=False
         )
     return _Plan(device, precision, sampler, total, quiet or not ddp.main)
 
@@ -385,11 +386,12 @@ def _train_step(state: TrainingState, vgg: nn.Module | None, plan: _Plan, ddp: D
     def check(values: dict[str, float]) -> None:
         bad = [k for k, v in values.items() if not math.isfinite(v)]
         if bad:
-            raise GeospadeError(
+            raise ArgumentError(
+                "amp",
                 f"loss {bad[0]} became {values[bad[0]]} at step {state.step + 1}; training "
                 + (f"stopped, the last good checkpoint ({checkpoint}) is intact"
                    if checkpoint.is_file() else "stopped before any checkpoint was written")
-                + " (try lower learning rates or --amp none)"
+                + " (try lower learning rates or amp='none')", leading=False
             )
 
     g_train = wrap(state.g_module, plan.device, ddp)
@@ -506,11 +508,12 @@ class _RunOutputs:
         weights that overflowed."""
         bad = self.state.nonfinite_model()
         if bad is not None:
-            raise GeospadeError(
+            raise ArgumentError(
+                "amp",
                 f"{bad} weights became NaN/inf by step {self.state.step}; training stopped, "
                 + (f"the last good checkpoint ({self.checkpoint_path}) is intact"
                    if self.checkpoint_path.is_file() else "no checkpoint was written")
-                + " (try lower learning rates or --amp none)"
+                + " (try lower learning rates or amp='none')", leading=False
             )
         save_checkpoint(self.checkpoint_path, self.state.state_dict())
         self.folder.commit()

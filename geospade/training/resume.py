@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from geospade.data.chips import ChipDataset
-from geospade.errors import GeospadeError
+from geospade.errors import ArgumentError, GeospadeError
 from geospade.training.config import TrainConfig
 from geospade.training.state import CHIPS_IDENTITY_KEY
 
@@ -59,8 +59,9 @@ def check_resumable(ckpt: dict[str, Any], dataset: ChipDataset, path: Path, chip
     message = (f"{path} was trained on another chip store than {chips} (its manifest.json "
                f"differs)")
     if not allow_other_chips:
-        raise GeospadeError(f"{message}; resume on the run's own chips, or pass "
-                            "--allow-other-chips to continue on these")
+        raise ArgumentError("allow_other_chips", f"{message}; resume on the run's own chips, "
+                            "or pass allow_other_chips=True to continue on these",
+                            leading=False)
     return f"{message}; continuing on it (--allow-other-chips)"
 
 

@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from geospade.errors import GeospadeError
+from geospade.errors import ArgumentError, GeospadeError
 from geospade.outputs import RUN_FOLDER, check_writable
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -27,7 +27,7 @@ def check_run_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
             existing folder without ``overwrite``, or one that is not a geospade run.
     """
     if resume and overwrite:
-        raise GeospadeError("--resume and --overwrite exclude each other")
+        raise ArgumentError("resume", "and overwrite exclude each other", others=("overwrite",))
     existing = run_dir if run_dir.exists() else next(p for p in run_dir.absolute().parents
                                                      if p.exists())
     # A replaced run is moved aside in its parent folder, so that must be writable too.
@@ -40,9 +40,9 @@ def check_run_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
         return
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         if not overwrite:
-            raise GeospadeError(
-                f"{run_dir} already exists; pass --resume to continue it or --overwrite to "
-                "start again"
+            raise ArgumentError(
+                "overwrite", f"{run_dir} already exists; pass resume=True to continue it or "
+                "overwrite=True to start again", others=("resume",), leading=False
             )
         if not RUN_FOLDER.recognise(run_dir):
             raise GeospadeError(

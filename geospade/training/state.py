@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from geospade.errors import GeospadeError
+from geospade.errors import ArgumentError, GeospadeError
 from geospade.formats.checkpoint import load_weights
 from geospade.models.discriminator import MultiscaleDiscriminator
 from geospade.models.encoder import StyleEncoder
@@ -75,10 +75,11 @@ def build_models(cfg: TrainConfig, num_classes: int, bands: int, chip_size: int
             raise
         stride = _STRIDES[cfg.num_upsampling_layers]
         problem = "must be a positive multiple of" if chip_size <= 0 else "is not a multiple of"
-        raise GeospadeError(
-            f"chip size {chip_size} {problem} the generator's stride {stride} "
-            f"(num_upsampling_layers={cfg.num_upsampling_layers}); tile with --size a "
-            f"multiple of {stride} or choose fewer upsampling layers"
+        raise ArgumentError(
+            "size", f"chip size {chip_size} {problem} the generator's stride {stride} "
+            f"(num_upsampling_layers={cfg.num_upsampling_layers}); tile with size a "
+            f"multiple of {stride} or choose fewer upsampling layers",
+            others=[("tile with size", "tile with --size")], leading=False
         ) from None
     config = discriminator_config(cfg, num_classes, bands, chip_size)
     discriminator: Discriminator = (OasisDiscriminator(**config) if cfg.discriminator == "oasis"

@@ -50,7 +50,7 @@ def test_colour_interpretation_then_band_order():
 def test_requested_rgb_wins_and_is_checked():
     rgb = rgb_bands(SENTINEL2, [GREY] * 10, requested=(7, 3, 2))
     assert (rgb.indices, rgb.source) == ((6, 2, 1), "requested")
-    with pytest.raises(GeospadeError, match="--rgb band 11 is out of range: the chips have 10"):
+    with pytest.raises(GeospadeError, match="^rgb band 11 is out of range: the chips have 10"):
         rgb_bands(SENTINEL2, [GREY] * 10, requested=(11, 3, 2))
     with pytest.raises(GeospadeError, match="three band numbers"):
         rgb_bands(SENTINEL2, [GREY] * 10, requested=(1, 2))
@@ -70,7 +70,7 @@ def test_choose_bands():
     assert choose_bands([GREY] * 2).describe_alpha() is None
     for bands, message in [((1, 5), "band 5 is out of range: the imagery has 4"),
                            ((2, 2), "lists band 2 twice"), ((), "lists no band"),
-                           ((1, 2, 3, 4), "add --alpha band")]:
+                           ((1, 2, 3, 4), "add alpha='band'")]:
         with pytest.raises(GeospadeError, match=message):
             choose_bands(RGBA, bands=bands)
 

@@ -112,7 +112,7 @@ def test_aoi_is_refused_without_crs(tmp_path, png_pair):
 
     aoi = tmp_path / "aoi.geojson"
     gpd.GeoDataFrame(geometry=[box(0, 0, 10, 10)], crs="EPSG:4326").to_file(aoi)
-    with pytest.raises(GeospadeError, match="--aoi needs georeferenced rasters"):
+    with pytest.raises(GeospadeError, match="^aoi needs georeferenced rasters"):
         tile(png_pair[0], png_pair[1], tmp_path / "chips", size=32, aoi=aoi, quiet=True)
 
 

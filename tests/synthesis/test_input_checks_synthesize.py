@@ -156,7 +156,7 @@ def test_world_size_and_rank_name_their_options(tmp_path, ckpt, landcover, capsy
                          "--world-size", "2")
     assert_one_line_error(code, err, "--rank must be in 0..1 (--world-size 2), not 2")
     assert not (tmp_path / "tiles").exists()
-    with pytest.raises(GeospadeError, match="--world-size must be at least 1, not 0"):
+    with pytest.raises(GeospadeError, match="^world_size must be at least 1, not 0"):
         synthesize(ckpt, landcover, None, tiles_only=tiles, world_size=0, quiet=True)
 
 
@@ -175,9 +175,9 @@ def test_every_command_refuses_a_negative_seed(tmp_path, ckpt, landcover, capsys
 
 
 def test_synthesize_api_refuses_a_negative_seed(tmp_path, vae_ckpt, landcover):
-    with pytest.raises(GeospadeError, match="--seed must be a non-negative integer, not -1"):
+    with pytest.raises(GeospadeError, match="^seed must be a non-negative integer, not -1"):
         synthesize(vae_ckpt, landcover, tmp_path / "out.tif", seed=-1, quiet=True)
-    with pytest.raises(GeospadeError, match="--seed"):
+    with pytest.raises(GeospadeError, match="^seed must be"):
         load_synthesis_model(vae_ckpt, device="cpu", seed=-1)
     assert not (tmp_path / "out.tif").exists()
 
@@ -329,9 +329,9 @@ def test_interrupted_synthesize_and_stitch_remove_their_new_folders(tmp_path, ck
 def test_tile_and_evaluate_apis_refuse_a_negative_seed(tmp_path, ckpt, landcover):
     from geospade import evaluate, tile
 
-    with pytest.raises(GeospadeError, match="--seed must be a non-negative integer, not -1"):
+    with pytest.raises(GeospadeError, match="^seed must be a non-negative integer, not -1"):
         tile(landcover, landcover, tmp_path / "chips", seed=-1, quiet=True)
-    with pytest.raises(GeospadeError, match="--seed must be a non-negative integer, not -3"):
+    with pytest.raises(GeospadeError, match="^seed must be a non-negative integer, not -3"):
         evaluate(ckpt, tmp_path, split="val", out=tmp_path / "report.json", seed=-3, quiet=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lc.tif"]
 
