@@ -1,4 +1,4 @@
-"""`geospade demo`: the whole product on real data, in about 3 minutes on 2 CPU cores.
+"""`geospade demo`: the whole product on real data, in about 5 minutes on 2 CPU cores.
 
 It runs a pipeline installed with geospade (:func:`geospade.pipeline.pipeline_files`; the same
 files as ``pipelines/`` in a clone): tile a land cover + imagery pair into 64-px chips, train a

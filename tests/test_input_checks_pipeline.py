@@ -314,11 +314,11 @@ def test_demo_size_is_bounded_and_the_bound_is_in_the_help(tmp_path, capsys):
 
 def test_demo_run_time_agrees_in_help_config_and_readme(capsys):
     _, help_text, _ = run_cli(["demo", "--help"], capsys)
-    assert "about 3 minutes on two CPU cores" in " ".join(help_text.split())
-    assert "about 3 minutes on two CPU cores" in (ROOT / "pipelines" / "demo.toml").read_text()
+    assert "about 5 minutes on two CPU cores" in " ".join(help_text.split())
+    assert "about 5 minutes on two CPU cores" in (ROOT / "pipelines" / "demo.toml").read_text()
     readme = " ".join((ROOT / "README.md").read_text().split())
-    assert "about three minutes on a 2-core CPU" in readme
-    assert not re.search(r"\b(5|five) minutes", help_text + readme)
+    assert "about five minutes on a 2-core CPU" in readme
+    assert not re.search(r"\b(3|three) minutes", help_text + readme)
 
 
 # -- README's Python API ------------------------------------------------------------------------

@@ -32,7 +32,7 @@ MIN_SIZE, MAX_SIZE = 256, 4096
 @quiet_option("No progress bars or stage messages.")
 def command(out: str, data: str, size: int | None, steps: int | None, force: bool,
             quiet: bool) -> None:
-    """Run the whole product on real data (about 3 minutes on two CPU cores).
+    """Run the whole product on real data (about 5 minutes on two CPU cores).
 
     Tiles a 15 km crop of Zion National Park installed with geospade (Landsat 8 bands 2-5,
     uint16, and NLCD 2011 land cover in 8 classes, on another grid and CRS: tile warps the
