@@ -139,8 +139,8 @@ def describe_threads() -> str:
 
 def usable_cpus() -> int:
     """CPUs this process may run on: its affinity mask, capped by a cgroup v2 CPU quota."""
-    cpus = len(_affinity())
-    quota = _cgroup_cpu_quota()
+    cpus = len(affinity_cpus())
+    quota = cgroup_cpu_quota()
     if quota is not None:
         cpus = min(cpus, max(1, math.ceil(quota)))
     return max(1, cpus)
@@ -152,15 +152,15 @@ def busy_cpus(sample_s: float = 0.2) -> float:
     Watches the CPUs in the affinity mask for ``sample_s`` seconds (``/proc/stat``) and takes
     away this process's own use; without ``/proc``, the 1-minute load average.
     """
-    cpus = _affinity()
-    before, own_before = _cpu_ticks(cpus), _own_seconds()
+    cpus = affinity_cpus()
+    before, own_before = cpu_ticks(cpus), own_cpu_seconds()
     if before is None:
         try:
             return min(float(len(cpus)), os.getloadavg()[0])
         except (AttributeError, OSError):  # Windows has no load average
             return 0.0
     time.sleep(sample_s)
-    after, own_after = _cpu_ticks(cpus), _own_seconds()
+    after, own_after = cpu_ticks(cpus), own_cpu_seconds()
     if after is None:
         return 0.0
     total = after[0] - before[0]
@@ -171,14 +171,15 @@ def busy_cpus(sample_s: float = 0.2) -> float:
     return max(0.0, min(float(len(cpus)), busy_ticks / total * len(cpus)))
 
 
-def _affinity() -> set[int]:
+def affinity_cpus() -> set[int]:
+    """The CPUs this process may run on (its affinity mask; every CPU where there is none)."""
     try:
         return os.sched_getaffinity(0)
     except (AttributeError, OSError):  # macOS, Windows
         return set(range(os.cpu_count() or 1))
 
 
-def _cgroup_cpu_quota() -> float | None:
+def cgroup_cpu_quota() -> float | None:
     """CPUs' worth of time a cgroup v2 ``cpu.max`` allows (containers), None without one."""
     try:
         quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
@@ -187,7 +188,7 @@ def _cgroup_cpu_quota() -> float | None:
         return None
 
 
-def _cpu_ticks(cpus: set[int]) -> tuple[int, int] | None:
+def cpu_ticks(cpus: set[int]) -> tuple[int, int] | None:
     """(all ticks, busy ticks) summed over ``cpus`` from ``/proc/stat``; None without it."""
     try:
         lines = Path("/proc/stat").read_text().splitlines()
@@ -204,7 +205,7 @@ def _cpu_ticks(cpus: set[int]) -> tuple[int, int] | None:
     return (total, busy) if total else None
 
 
-def _own_seconds() -> float:
+def own_cpu_seconds() -> float:
     """CPU seconds this process has used (all its threads)."""
     t = os.times()
     return t.user + t.system

@@ -73,7 +73,7 @@ def test_checkpoint_step_reads_the_header_only(tmp_path, stepped_ckpt):
 def test_synthesized_raster_says_how_it_was_made(tmp_path, stepped_ckpt, landcover,
                                                  monkeypatch, cog, raw):
     if not raw:
-        monkeypatch.setattr(strip_writer, "_disk_has_room", lambda path, nbytes: False)
+        monkeypatch.setattr(strip_writer, "disk_has_room", lambda path, nbytes: False)
     out = tmp_path / "out.tif"
     synthesize(stepped_ckpt, landcover, out, cog=cog, overlap=8, seed=5, quiet=True)
     with rasterio.open(out) as src:

@@ -16,8 +16,8 @@ from geospade.errors import GeospadeError
 def machine(monkeypatch):
     """A fake machine: set ``cpus`` (affinity), ``quota`` (cgroup) and ``busy`` (others' load)."""
     state = {"cpus": {0, 1, 2, 3}, "quota": None, "busy": 0.0}
-    monkeypatch.setattr(threads, "_affinity", lambda: set(state["cpus"]))
-    monkeypatch.setattr(threads, "_cgroup_cpu_quota", lambda: state["quota"])
+    monkeypatch.setattr(threads, "affinity_cpus", lambda: set(state["cpus"]))
+    monkeypatch.setattr(threads, "cgroup_cpu_quota", lambda: state["quota"])
     monkeypatch.setattr(threads, "busy_cpus", lambda sample_s=0.2: state["busy"])
     return state
 
@@ -64,20 +64,20 @@ def test_busy_cpus_counts_other_processes_not_this_one(monkeypatch):
     # (50 ticks at 100 Hz) -> others keep one CPU busy.
     ticks = iter([(1000, 400), (1200, 550)])
     own = iter([10.0, 10.5])
-    monkeypatch.setattr(threads, "_affinity", lambda: {0, 1})
-    monkeypatch.setattr(threads, "_cpu_ticks", lambda cpus: next(ticks))
-    monkeypatch.setattr(threads, "_own_seconds", lambda: next(own))
+    monkeypatch.setattr(threads, "affinity_cpus", lambda: {0, 1})
+    monkeypatch.setattr(threads, "cpu_ticks", lambda cpus: next(ticks))
+    monkeypatch.setattr(threads, "own_cpu_seconds", lambda: next(own))
     monkeypatch.setattr(threads.os, "sysconf", lambda name: 100)
     assert threads.busy_cpus(0) == pytest.approx(1.0)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads /proc/stat")
 def test_cpu_ticks_reads_only_the_cpus_of_the_mask():
-    one = threads._cpu_ticks({min(os.sched_getaffinity(0))})
-    both = threads._cpu_ticks(os.sched_getaffinity(0))
+    one = threads.cpu_ticks({min(os.sched_getaffinity(0))})
+    both = threads.cpu_ticks(os.sched_getaffinity(0))
     assert one is not None and both is not None
     assert 0 <= one[1] <= one[0] and one[0] <= both[0]
-    assert threads._cpu_ticks({10_000}) is None
+    assert threads.cpu_ticks({10_000}) is None
 
 
 def test_configure_threads_sets_torch_threads():

@@ -339,7 +339,7 @@ def _temp_name(path: Path, tag: str) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(4)}.{tag}")
 
 
-def _disk_has_room(path: Path, nbytes: int) -> bool:
+def disk_has_room(path: Path, nbytes: int) -> bool:
     """Whether the file system of ``path``'s folder has ``nbytes`` free."""
     try:
         return shutil.disk_usage(path.parent if str(path.parent) else ".").free >= nbytes
@@ -436,7 +436,7 @@ class StripWriter:
         # resolution again, and one copy compresses everything (at 4096^2, 4 uint8 bands of
         # generated imagery: 0.55 s instead of 0.66 s for a GeoTIFF, about half for a COG).
         raw_bytes = grid.width * grid.height * count * self.dtype.itemsize
-        self._raw = bool(cog or self._factors) and _disk_has_room(self.path, 2 * raw_bytes)
+        self._raw = bool(cog or self._factors) and disk_has_room(self.path, 2 * raw_bytes)
         # (Names with a marker of outputs.TEMPORARY_MARKERS: the next run removes what a
         # killed one leaves.)
         self._tmp = _temp_name(self.path, "raw.tif" if self._raw else

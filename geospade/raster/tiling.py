@@ -755,7 +755,7 @@ def _cut_chips(run: _Map, plans: list[_ChipPlan], store: Path, scheme: ClassSche
     totals = _Totals(scheme.num_classes)
     tasks = [(i, task) for i, plan in enumerate(plans) for task in _tasks(plan, options.size)]
     with _progress(sum(len(p.chips) for p in plans), options.quiet) as bar:
-        for result in run(_cut_task, tasks):
+        for result in run(cut_task, tasks):
             totals.add(result)
             index.add(result.chips)
             bar.update(result.planned)
@@ -805,7 +805,7 @@ def _progress(total: int, quiet: bool) -> Progress:
 # its module and name; a worker's open datasets and GDAL environment cannot be pickled at all.
 # So the pool's initializer hands each process the run's jobs (one per land-cover/imagery
 # pair), kept in the slots below, and the pool calls the module-level functions _count_values
-# and _cut_task with (job index, item). A process keeps one TileWorker open, for the job of its
+# and cut_task with (job index, item). A process keeps one TileWorker open, for the job of its
 # last item: a folder's pairs come one after another, so it reopens rasters once per pair.
 # With workers == 1 the same functions run in this process.
 
@@ -846,7 +846,8 @@ def _count_values(item: tuple[int, Window]) -> dict[float, int]:
     return _worker(item[0]).count_values(item[1])
 
 
-def _cut_task(item: tuple[int, ReadTask]) -> TaskResult:
+def cut_task(item: tuple[int, ReadTask]) -> TaskResult:
+    """Cut one read task of pair ``item[0]`` in this process's worker (the pool's entry)."""
     return _worker(item[0]).cut(item[1])
 
 

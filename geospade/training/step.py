@@ -187,7 +187,7 @@ class TrainStep:
         # Discriminator step on the same (detached) images, real and fake in one batch.
         with self.autocast():
             if self.oasis:
-                terms.update(self._oasis_discriminator_terms(labels, real, fake.detach()))
+                terms.update(self.oasis_discriminator_terms(labels, real, fake.detach()))
             else:
                 both = torch.cat([fake.detach(), real])
                 preds = self.d_train(torch.cat([labels, labels]), both)
@@ -225,7 +225,7 @@ class TrainStep:
             terms["g_fm"] = self.lambda_fm * feature_matching_loss(pred_fake, pred_real)
         return terms
 
-    def _oasis_discriminator_terms(self, labels: torch.Tensor, real: torch.Tensor,
+    def oasis_discriminator_terms(self, labels: torch.Tensor, real: torch.Tensor,
                                    fake: torch.Tensor) -> dict[str, torch.Tensor]:
         """The OASIS discriminator losses on one batch of fake, real (and LabelMix) images:
         ``d_labelmix`` (when its weight is not 0) and ``d``, the total."""

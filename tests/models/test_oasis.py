@@ -175,8 +175,8 @@ def test_labelmix_loss_is_zero_when_real_and_fake_are_the_same_image():
     lab = labels(2, 32)
     real = torch.rand(2, 4, 32, 32) * 2 - 1
     with torch.no_grad():
-        same = step._oasis_discriminator_terms(lab, real, real.clone())
-        other = step._oasis_discriminator_terms(lab, real, -real)
+        same = step.oasis_discriminator_terms(lab, real, real.clone())
+        other = step.oasis_discriminator_terms(lab, real, -real)
     assert abs(float(same["d_labelmix"])) < 1e-10
     assert float(other["d_labelmix"]) > 1e-6
     # The formula itself: equal logits give 0; otherwise the squared error of the mix.

@@ -126,7 +126,7 @@ def test_options_left_out_keep_the_default_bytes(tmp_path, ckpt4, holey):
 def test_lossy_rgb_keeps_nodata_in_an_internal_mask(tmp_path, rgb_ckpt, holey, monkeypatch,
                                                      codec, cog, raw):
     if not raw:  # rows compressed as they come, without the uncompressed intermediate
-        monkeypatch.setattr(strip_writer, "_disk_has_room", lambda path, nbytes: False)
+        monkeypatch.setattr(strip_writer, "disk_has_room", lambda path, nbytes: False)
     lossless, lossy = tmp_path / "deflate.tif", tmp_path / f"{codec}.tif"
     synthesize(rgb_ckpt, holey, lossless, overlap=8, quiet=True)
     synthesize(rgb_ckpt, holey, lossy, overlap=8, cog=cog, compress=codec, quiet=True)

@@ -20,7 +20,7 @@ GRID = Grid("EPSG:26918", Affine(1, 0, 360000, 0, -1, 4350000), 40, 40)
 ])
 def test_a_killed_writers_temporaries_are_removed_by_the_next_run(tmp_path, monkeypatch, cog,
                                                                   overviews, room):
-    monkeypatch.setattr(strip_writer, "_disk_has_room", lambda path, nbytes: room)
+    monkeypatch.setattr(strip_writer, "disk_has_room", lambda path, nbytes: room)
     out = tmp_path / "out.tif"
     writer = StripWriter(out, GRID, 1, "uint8", cog=cog, overviews=overviews, block_size=16)
     left = [p.name for p in tmp_path.iterdir()]
@@ -40,7 +40,7 @@ def test_a_raster_with_overviews_through_the_uncompressed_intermediate(tmp_path,
     import numpy as np
     import rasterio
 
-    monkeypatch.setattr(strip_writer, "_disk_has_room", lambda path, nbytes: True)
+    monkeypatch.setattr(strip_writer, "disk_has_room", lambda path, nbytes: True)
     grid = Grid(GRID.crs, GRID.transform, 300, 230)
     rows = np.arange(count * 230 * 300, dtype=np.int64).reshape(count, 230, 300) % 7 + 1
     out = tmp_path / "classes.tif"

@@ -197,7 +197,7 @@ def test_failure_while_tiling_removes_the_partial_store(tmp_path, pair, monkeypa
     def boom(task):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(tiling, "_cut_task", boom)
+    monkeypatch.setattr(tiling, "cut_task", boom)
     out = tmp_path / "chips"
     with pytest.raises(RuntimeError):
         tiling.tile(pair[0], pair[1], out, size=64, quiet=True)

@@ -292,7 +292,7 @@ def test_uncompressed_intermediate_or_not_same_result(tmp_path, ckpt, cog, monke
 
     paths = make_landscape(tmp_path / "lc.tif", tmp_path / "im.tif", 600, 530, feature_scale=0.3)
     synthesize(ckpt, paths.landcover, tmp_path / "raw.tif", cog=cog, overlap=8, quiet=True)
-    monkeypatch.setattr(writer, "_disk_has_room", lambda path, nbytes: False)
+    monkeypatch.setattr(writer, "disk_has_room", lambda path, nbytes: False)
     synthesize(ckpt, paths.landcover, tmp_path / "direct.tif", cog=cog, overlap=8, quiet=True)
     with rasterio.open(tmp_path / "raw.tif") as a, rasterio.open(tmp_path / "direct.tif") as b:
         for key in ("crs", "transform", "width", "height", "count", "dtype", "nodata",

@@ -56,8 +56,8 @@ def landcover(tmp_path_factory):
 def two_free_cpus(monkeypatch):
     """A machine of 2 idle CPUs and no OMP_NUM_THREADS: the automatic choice is 2 threads."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(threads, "_affinity", lambda: {0, 1})
-    monkeypatch.setattr(threads, "_cgroup_cpu_quota", lambda: None)
+    monkeypatch.setattr(threads, "affinity_cpus", lambda: {0, 1})
+    monkeypatch.setattr(threads, "cgroup_cpu_quota", lambda: None)
     monkeypatch.setattr(threads, "busy_cpus", lambda sample_s=0.2: 0.0)
     before = torch.get_num_threads()
     yield
