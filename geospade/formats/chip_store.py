@@ -24,6 +24,7 @@ import json
 import os
 import re
 import struct
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.io import MemoryFile
 
-from geospade.errors import GeospadeError, check_format_header
+from geospade.errors import GeospadeError, check_format_header, writing
 from geospade.normalization import BandStats
 from geospade.raster.codecs import codec_options
 from geospade.schemes import IGNORE_INDEX, ClassScheme
@@ -51,6 +52,7 @@ INDEX_LAYER = "chips"
 IMAGES = "images"
 MASKS = "masks"
 SPLITS = ("train", "val", "test")
+INDEX_BATCH = 4096  # chip records written to index.gpkg at a time
 """The splits a chip belongs to, in the order of the manifest's ``counts``."""
 
 # Chip compression. Writing a chip is dominated by per-file costs, not by pixels: creating a
@@ -318,6 +320,45 @@ def write_index(
     frame = gpd.GeoDataFrame(columns, geometry=geometry,
                              crs=None if crs is None else crs.to_wkt())
     frame.to_file(path, layer=INDEX_LAYER, driver="GPKG", mode="a" if append else "w")
+
+
+class IndexWriter:
+    """Writes chip records to ``index.gpkg`` in batches of :data:`INDEX_BATCH` (a GeoPackage
+    append per record would dominate tiling), through :func:`write_index`.
+
+    Args:
+        path: the index file (in a store being written).
+        classes: as :func:`write_index`'s.
+        crs: the footprints' CRS (None: a store without one).
+        shown_as: the name failures give (the finished store's file; default ``path``).
+    """
+
+    def __init__(self, path: Path, classes: int | Sequence[str], crs: CRS | None,
+                 shown_as: Path | None = None) -> None:
+        self.path, self.classes, self.crs = path, classes, crs
+        self.shown_as = path if shown_as is None else shown_as
+        self.pending: list[dict] = []
+        self.rows = 0
+
+    def add(self, records: Sequence[dict]) -> None:
+        """Queue ``records``; a full batch is written."""
+        self.pending.extend(records)
+        if len(self.pending) >= INDEX_BATCH:
+            self._flush()
+
+    def close(self) -> None:
+        """Write the records still pending."""
+        self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        with writing(self.shown_as), warnings.catch_warnings():
+            # pyogrio warns that an index without a CRS has none: the summary says so.
+            warnings.filterwarnings("ignore", message="'crs' was not provided")
+            write_index(self.path, self.pending, self.classes, self.crs, append=self.rows > 0)
+        self.rows += len(self.pending)
+        self.pending = []
 
 
 def write_manifest(path: Path, manifest: dict) -> None:

@@ -36,7 +36,7 @@ from rasterio.enums import MaskFlags
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-from geospade.errors import ArgumentError, GeospadeError, check_seed, writing
+from geospade.errors import ArgumentError, GeospadeError, check_seed
 from geospade.formats import chip_store
 from geospade.log import Progress, progress
 from geospade.normalization import BandStats, fixed_range, nodata_to_json
@@ -84,7 +84,6 @@ from geospade.vectors import read_vector
 TASK_ROWS = 1024
 TASK_COLS = 2048
 SAMPLE_CAP = 1_000_000  # most sample pixels per band kept in memory
-INDEX_BATCH = 4096  # chip records written to index.gpkg at a time
 
 
 @dataclass
@@ -751,7 +750,8 @@ def _cut_chips(run: _Map, plans: list[_ChipPlan], store: Path, scheme: ClassSche
     """Cut the planned chips of every pair, one read task at a time, and write
     ``index.gpkg``."""
     # Records go to index.gpkg in batches, so memory does not grow with the chip count.
-    index = _IndexWriter(store / chip_store.INDEX, scheme.names, crs)  # frac_<class name>
+    index = chip_store.IndexWriter(store / chip_store.INDEX, scheme.names, crs,
+                                   shown_as=final_name(store / chip_store.INDEX, store))
     totals = _Totals(scheme.num_classes)
     tasks = [(i, task) for i, plan in enumerate(plans) for task in _tasks(plan, options.size)]
     with _progress(sum(len(p.chips) for p in plans), options.quiet) as bar:
@@ -761,38 +761,6 @@ def _cut_chips(run: _Map, plans: list[_ChipPlan], store: Path, scheme: ClassSche
             bar.update(result.planned)
     index.close()
     return totals
-
-
-class _IndexWriter:
-    """Appends chip records to ``index.gpkg`` in batches.
-
-    Without a CRS (a pixel-aligned pair) the footprints are in the land cover's own
-    coordinates, pixel columns and rows for a file without georeferencing: the index stays a
-    GeoPackage every reader opens the same way, and a chip can still be found on its source.
-    """
-
-    def __init__(self, path: Path, classes: Sequence[str], crs: CRS | None):
-        self.path, self.classes, self.crs = path, classes, crs
-        self.pending: list[dict] = []
-        self.rows = 0
-
-    def add(self, records: list[dict]) -> None:
-        self.pending.extend(records)
-        if len(self.pending) >= INDEX_BATCH:
-            self._flush()
-
-    def close(self) -> None:
-        self._flush()
-
-    def _flush(self) -> None:
-        if self.pending:
-            with writing(final_name(self.path, self.path.parent)), warnings.catch_warnings():
-                # pyogrio warns that an index without a CRS has none: the summary says so.
-                warnings.filterwarnings("ignore", message="'crs' was not provided")
-                chip_store.write_index(self.path, self.pending, self.classes, self.crs,
-                                       append=self.rows > 0)
-            self.rows += len(self.pending)
-            self.pending = []
 
 
 def _progress(total: int, quiet: bool) -> Progress:

@@ -58,7 +58,6 @@ from geospade.schemes import IGNORE_INDEX
 from geospade.synthesis.model import SynthesisModel
 
 SPLIT_CHOICES = (*chip_store.SPLITS, "all")
-INDEX_BATCH = 4096  # chip records written to index.gpkg at a time
 AUX = ".aux.xml"  # a mask chip's sidecar (its class names), copied with it
 
 
@@ -422,12 +421,13 @@ class _StoreSink:
         self.folder, self.out, self.store = folder, out, store
         self.counts = {s: 0 for s in chip_store.SPLITS}
         self.class_pixels = {s: [0] * store.num_classes for s in chip_store.SPLITS}
-        self.pending: list[dict[str, Any]] = []
-        self.rows = 0
         self.images = _image_writer(store, tags)
         # The fraction columns of the real index: by class name, or (older stores) by index.
-        self.classes = (store.scheme.names if "class_fraction_columns" in store.manifest
-                        else store.num_classes)
+        classes = (store.scheme.names if "class_fraction_columns" in store.manifest
+                   else store.num_classes)
+        self.index = chip_store.IndexWriter(folder / chip_store.INDEX, classes,
+                                            self.images.profile["crs"],
+                                            shown_as=out / chip_store.INDEX)
         self.grid = _landcover_transform(store)
 
     def add(self, row: dict[str, str], variant: int, mask: _Mask, image: np.ndarray) -> None:
@@ -449,29 +449,18 @@ class _StoreSink:
             totals[i] += int(hist[i])
         height, width = mask.pixels.shape
         col_off, row_off = ~self.grid * (mask.transform.c, mask.transform.f)
-        self.pending.append({
+        self.index.add([{
             "id": cid, "split": row["split"], "row_off": round(row_off),
             "col_off": round(col_off), "width": width, "height": height,
             "nodata_fraction": 1.0 - int(hist[:k].sum()) / mask.pixels.size,
             "class_fractions": (hist[:k] / mask.pixels.size).tolist(),
             "image": image_rel, "mask": mask_rel,
             "bounds": rasterio.transform.array_bounds(height, width, mask.transform),
-        })
-        if len(self.pending) >= INDEX_BATCH:
-            self._flush()
+        }])
 
     def close(self) -> None:
         """Write the index records still pending."""
-        self._flush()
-
-    def _flush(self) -> None:
-        if self.pending:
-            with writing(self.out / chip_store.INDEX):
-                chip_store.write_index(self.folder / chip_store.INDEX, self.pending,
-                                       self.classes, self.images.profile["crs"],
-                                       append=self.rows > 0)
-            self.rows += len(self.pending)
-            self.pending = []
+        self.index.close()
 
 
 def _image_writer(store: ChipStore, tags: dict[str, str]) -> chip_store.ChipWriter:

@@ -332,9 +332,9 @@ def test_uint16_imagery_keeps_dtype_and_gets_percentile_stats(tmp_path):
 
 def test_index_written_in_batches_equals_index_written_at_once(tmp_path, chip_store,
                                                                landscape_pair, monkeypatch):
-    from geospade.raster import tiling
+    from geospade.formats import chip_store as store_format
 
-    monkeypatch.setattr(tiling, "INDEX_BATCH", 3)
+    monkeypatch.setattr(store_format, "INDEX_BATCH", 3)
     out = tmp_path / "batched"
     tile(*landscape_pair, out, size=64, block=2, val_fraction=0.25, quiet=True)
     a, b = index_of(out), index_of(chip_store)
