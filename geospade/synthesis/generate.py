@@ -29,7 +29,6 @@ nothing.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import shutil
@@ -54,6 +53,7 @@ from geospade.formats.chip_store import SYNTHETIC, ChipStore, check_real_chips, 
 from geospade.log import progress
 from geospade.normalization import BandStats, denormalize
 from geospade.outputs import CHIP_STORE, OutputLock, check_not_an_input, check_replaceable
+from geospade.provenance import file_sha256
 from geospade.schemes import IGNORE_INDEX
 from geospade.synthesis.model import SynthesisModel
 
@@ -232,7 +232,7 @@ def _generate(checkpoint: Path, store: ChipStore, out: Path, settings: _Settings
     ckpt = open_checkpoint(checkpoint)
     _check_compatible(ckpt.scheme, ckpt.bands, store, checkpoint)
     identity = {"checkpoint": str(checkpoint.resolve()),
-                "checkpoint_sha256": _file_sha256(checkpoint), "checkpoint_step": ckpt.step}
+                "checkpoint_sha256": _checkpoint_sha256(checkpoint), "checkpoint_step": ckpt.step}
     del ckpt  # the loader reads the file again: never hold both copies
     rows = [r for r in chip_store.read_index(store.root)
             if settings.split == "all" or r["split"] == settings.split]
@@ -524,12 +524,10 @@ def _chip_tags(store: ChipStore, identity: dict[str, Any], seed: int) -> dict[st
                       source_landcover=Path(landcover).name if landcover else None).tags()
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with reading(path, "checkpoint"), open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _checkpoint_sha256(path: Path) -> str:
+    """:func:`geospade.provenance.file_sha256`, with a read failure in one line."""
+    with reading(path, "checkpoint"):
+        return file_sha256(path)
 
 
 @contextmanager
