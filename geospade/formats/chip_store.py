@@ -19,13 +19,16 @@ Layout (format version 1)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
+import shutil
 import struct
+import uuid
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -320,6 +323,35 @@ def write_index(
     frame = gpd.GeoDataFrame(columns, geometry=geometry,
                              crs=None if crs is None else crs.to_wkt())
     frame.to_file(path, layer=INDEX_LAYER, driver="GPKG", mode="a" if append else "w")
+
+
+@contextlib.contextmanager
+def new_store(out: Path) -> Iterator[Path]:
+    """A store written whole or not at all: a temporary folder beside ``out``
+    (``.OUT.partial-XXXXXXXX``) with the chip folders, renamed to ``out`` when the block
+    succeeds and removed when it fails. An old store at ``out`` (the caller checked that it may
+    be replaced) is renamed aside and deleted only once the new one is in place.
+    """
+    folder = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        (folder / IMAGES).mkdir(parents=True)
+        (folder / MASKS).mkdir()
+    except OSError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise GeospadeError(f"cannot write the chip store in {out.parent}: "
+                            f"{exc.strerror}") from None
+    try:
+        yield folder
+        old = None
+        if out.exists() and any(out.iterdir()):
+            old = out.with_name(f".{out.name}.partial-old-{uuid.uuid4().hex[:8]}")
+            out.rename(old)
+        os.replace(folder, out)  # onto a missing or empty folder
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 class IndexWriter:

@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import os
-import shutil
-import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -343,8 +340,8 @@ def _tile(pairs: list[RasterPair], out: Path, scheme: ClassScheme,
     planned = {k: sum(p.dropped[k] for p in plans) for k in plans[0].dropped}
     if not any(p.chips for p in plans):
         raise GeospadeError(f"no chips to write: {_dropped_text({'nodata': 0, **planned})}")
-    store = _start_store(out)
-    try:
+    prepare_folder(out.parent)  # before any pixel is read: errors name out's folder
+    with chip_store.new_store(out) as store:
         jobs = tuple(_job(src, store, scheme, options) for src in sources)
         with _Runner(options.workers, jobs) as run:
             _check_label_values(run, sources, scheme, options.unknown)
@@ -356,10 +353,6 @@ def _tile(pairs: list[RasterPair], out: Path, scheme: ClassScheme,
                             sources[0].image_nodata, totals.samples)
         manifest = _manifest(sources, plans, scheme, options, block, totals, dropped, bands)
         chip_store.write_manifest(store / chip_store.MANIFEST, manifest)
-        _swap_in_new_folder(store, out)
-    except BaseException:
-        shutil.rmtree(store, ignore_errors=True)
-        raise
     first = sources[0]
     return TileSummary(
         out=out, counts=totals.counts, dropped=dropped, class_pixels=totals.class_pixels,
@@ -624,34 +617,6 @@ def _tasks(plan: _ChipPlan, size: int) -> list[ReadTask]:
 
 
 # -- the store's temporary folder ---------------------------------------------------------------
-
-
-def _start_store(out: Path) -> Path:
-    """Create the store's temporary folder beside ``out``, with its chip folders.
-
-    Before any pixel is read: an error names the folder of ``out``, not the temporary name.
-    """
-    store = prepare_folder(out.parent) / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    try:
-        (store / chip_store.IMAGES).mkdir(parents=True)
-        (store / chip_store.MASKS).mkdir()
-    except OSError as exc:
-        shutil.rmtree(store, ignore_errors=True)
-        raise GeospadeError(f"cannot write the chip store in {out.parent}: "
-                            f"{exc.strerror}") from None
-    return store
-
-
-def _swap_in_new_folder(new: Path, out: Path) -> None:
-    """Rename the finished store ``new`` to ``out``; an old store there (checked replaceable)
-    is renamed aside first and removed only once the new one is in place."""
-    old = None
-    if out.exists() and any(out.iterdir()):
-        old = out.with_name(f".{out.name}.partial-old-{uuid.uuid4().hex[:8]}")
-        out.rename(old)
-    os.replace(new, out)  # onto a missing or empty folder
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # -- check the labels, cut the chips ------------------------------------------------------------

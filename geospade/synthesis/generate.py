@@ -30,13 +30,9 @@ nothing.
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import time
-import uuid
 import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -243,7 +239,7 @@ def _generate(checkpoint: Path, store: ChipStore, out: Path, settings: _Settings
     model = load_synthesis_model(checkpoint, settings.device, amp=settings.amp,
                                  seed=settings.seed)
     _check_model(model, store, checkpoint, max(c.count for c in plan))
-    with _new_store(out) as folder:
+    with chip_store.new_store(out) as folder:
         sink = _StoreSink(folder, out, store, _chip_tags(store, identity, settings.seed))
         painter = _Painter(model, store, settings.seed)
         _paint_all(plan, painter, sink, settings)
@@ -528,30 +524,3 @@ def _checkpoint_sha256(path: Path) -> str:
     """:func:`geospade.provenance.file_sha256`, with a read failure in one line."""
     with reading(path, "checkpoint"):
         return file_sha256(path)
-
-
-@contextmanager
-def _new_store(out: Path) -> Iterator[Path]:
-    """A temporary folder beside ``out`` (``.OUT.partial-XXXXXXXX``) with the chip folders,
-    renamed to ``out`` when the block succeeds (an old store there is replaced only then) and
-    removed when it fails."""
-    parent = out.parent if str(out.parent) else Path(".")
-    folder = parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    try:
-        (folder / chip_store.IMAGES).mkdir(parents=True)
-        (folder / chip_store.MASKS).mkdir()
-    except OSError as exc:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise GeospadeError(f"cannot write the chip store in {parent}: {exc.strerror}") from None
-    try:
-        yield folder
-        old = None
-        if out.exists() and any(out.iterdir()):
-            old = parent / f".{out.name}.partial-old-{uuid.uuid4().hex[:8]}"
-            out.rename(old)
-        os.replace(folder, out)  # onto a missing or empty folder
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
