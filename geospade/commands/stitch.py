@@ -1,63 +1,17 @@
-"""`geospade stitch TILES... -o OUT.tif`: join georeferenced tiles into one GeoTIFF/COG.
-
-Also the options of the output file's layout that ``synthesize`` shares (``--compress`` with the
-lossy codecs, ``--co``, ``--blocksize``, ``--stac``), each declared once here.
-"""
+"""`geospade stitch TILES... -o OUT.tif`: join georeferenced tiles into one GeoTIFF/COG."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import click
 
-from geospade.commands.options import RASTER_CODEC_HELP, overwrite_option, quiet_option
-from geospade.raster.codecs import CODECS
-
-#: ``--compress`` choices of imagery outputs (geospade.raster.strip_writer.OUTPUT_CODECS; not
-#: imported from there, so that ``--help`` imports no rasterio).
-IMAGE_CODECS = (*CODECS, "jpeg", "webp")
-
-
-def image_codec_option() -> Callable:
-    """``--compress`` of an imagery output: the lossless codecs, and JPEG/WEBP for RGB."""
-    return click.option(
-        "--compress", type=click.Choice(list(IMAGE_CODECS)), default="deflate",
-        show_default=True,
-        help=RASTER_CODEC_HELP + " jpeg and webp (lossy, quality 75; much smaller) only for "
-             "3-band 8-bit imagery: no-data pixels then go to an internal mask.")
-
-
-def _parse_co(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
-              ) -> dict[str, str]:
-    from geospade.raster.strip_writer import parse_creation_options
-
-    return parse_creation_options(value)
-
-
-def creation_options_option() -> Callable:
-    """``--co KEY=VALUE`` (repeatable), GDAL creation options as rio takes them."""
-    return click.option(
-        "--co", "creation_options", multiple=True, metavar="NAME=VALUE", callback=_parse_co,
-        help="GDAL creation option of the output, as in rio (repeatable): e.g. --co ZLEVEL=6 "
-             "or --co JPEG_QUALITY=90 for a GeoTIFF, --co QUALITY=90 with --cog (the COG "
-             "driver's names). GDAL checks them before any work. Not COMPRESS nor block sizes: "
-             "use --compress and --blocksize.")
-
-
-def blocksize_option() -> Callable:
-    """``--blocksize N``: the output's internal tile size."""
-    return click.option(
-        "--blocksize", "block_size", type=int, default=256, show_default=True,
-        help="Internal tile width and height of the output, in pixels (a multiple of 16).")
-
-
-def stac_option() -> Callable:
-    """``--stac``: a STAC Item beside the output."""
-    return click.option(
-        "--stac", is_flag=True,
-        help="Also write a STAC Item beside OUT (OUT.json: footprint in WGS84, proj and raster "
-             "extensions, provenance); it is never an input, and --overwrite replaces only a "
-             "STAC Item.")
+from geospade.commands.options import (
+    blocksize_option,
+    creation_options_option,
+    image_codec_option,
+    overwrite_option,
+    quiet_option,
+    stac_option,
+)
 
 
 @click.command("stitch")

@@ -8,15 +8,13 @@ import click
 
 from geospade.commands.options import (
     batch_size_option,
+    blocksize_option,
+    creation_options_option,
     device_option,
+    image_codec_option,
     overwrite_option,
     quiet_option,
     seed_option,
-)
-from geospade.commands.stitch import (
-    blocksize_option,
-    creation_options_option,
-    image_codec_option,
     stac_option,
 )
 

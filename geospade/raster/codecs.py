@@ -14,6 +14,12 @@ from typing import Any
 from geospade.errors import ArgumentError, GeospadeError
 
 CODECS = ("deflate", "zstd", "lzw", "none")
+
+LOSSY_CODECS = ("jpeg", "webp")
+"""Lossy codecs, for 8-bit imagery with 3 bands only (nodata goes to an internal mask)."""
+
+OUTPUT_CODECS = (*CODECS, *LOSSY_CODECS)
+"""The ``--compress`` choices of the imagery geospade writes (synthesize, stitch)."""
 """Codec names of ``--compress``; ``deflate`` opens in every GIS."""
 
 

@@ -31,18 +31,19 @@ from rasterio.windows import Window
 from geospade.atomic import atomic_path
 from geospade.errors import ArgumentError, GeospadeError, captured_stderr, first_line, writing
 from geospade.outputs import prepare_output
-from geospade.raster.codecs import CODECS, check_codec, codec_options, cog_codec_options
+from geospade.raster.codecs import (
+    CODECS,
+    LOSSY_CODECS,
+    OUTPUT_CODECS,
+    check_codec,
+    codec_options,
+    cog_codec_options,
+)
 from geospade.raster.gdal_env import limited_cache
 from geospade.raster.grid import Grid
 
 DEFAULT_BLOCK_SIZE = 256
 """Internal tile size (pixels) of the GeoTIFFs the writer makes."""
-
-LOSSY_CODECS = ("jpeg", "webp")
-"""Lossy codecs, for 8-bit imagery with 3 bands only (nodata goes to an internal mask)."""
-
-OUTPUT_CODECS = (*CODECS, *LOSSY_CODECS)
-"""The ``--compress`` choices of the imagery geospade writes (synthesize, stitch)."""
 
 # Creation options that other options set: one way to say each thing.
 _RESERVED_OPTIONS = {"COMPRESS": "compress", "BLOCKXSIZE": "block_size",

@@ -20,9 +20,9 @@ from rasterio.features import rasterize
 from rasterio.transform import array_bounds
 
 from geospade.errors import ArgumentError, GeospadeError
+from geospade.raster.codecs import LOSSY_CODECS
 from geospade.raster.grid import Grid
 from geospade.raster.strip_writer import (
-    LOSSY_CODECS,
     RasterClass,
     StripWriter,
     write_class_aux,
