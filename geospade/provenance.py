@@ -61,21 +61,6 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def checkpoint_step(path: str | Path) -> int | None:
-    """The training step a checkpoint file records, or None when it records none.
-
-    The tensors are memory-mapped, not read: only the small pickled header is parsed.
-    """
-    import torch
-
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - the checkpoint was loaded already; this is a detail
-        return None
-    step = data.get("step") if isinstance(data, dict) else None
-    return step if isinstance(step, int) and not isinstance(step, bool) else None
-
-
 @dataclass(frozen=True)
 class Provenance:
     """How a synthesized raster was made (None: not known, not written).
@@ -105,7 +90,7 @@ class Provenance:
     @classmethod
     def of_run(cls, checkpoint: str | Path | None, landcover: str | Path, *, seed: int | None,
                overlap: int, edits: str | Path | None = None,
-               style: str | Path | None = None) -> Provenance:
+               style: str | Path | None = None, step: int | None = None) -> Provenance:
         """The provenance of one synthesis: hashes each input file once (streamed).
 
         File names, not paths, are recorded: a path says where a user keeps files, and would
@@ -118,10 +103,11 @@ class Provenance:
             overlap: the run's window overlap.
             edits: the vector edits file, if any.
             style: the style image, if any.
+            step: the checkpoint's training steps (the loaded model knows them).
         """
         return cls(
             checkpoint_sha256=None if checkpoint is None else file_sha256(checkpoint),
-            checkpoint_step=None if checkpoint is None else checkpoint_step(checkpoint),
+            checkpoint_step=None if checkpoint is None else step,
             seed=seed, overlap=overlap,
             edits=None if edits is None else Path(edits).name,
             edits_sha256=None if edits is None else file_sha256(edits),

@@ -24,7 +24,6 @@ from geospade.formats.checkpoint import save_checkpoint
 from geospade.landscape import make_landscape
 from geospade.provenance import (
     Provenance,
-    checkpoint_step,
     chip_tags,
     common_tags,
     file_sha256,
@@ -62,10 +61,11 @@ def test_file_sha256_streams_the_whole_file(tmp_path):
     assert file_sha256(path, chunk=1000) == sha256(path)  # 256 reads, same digest
 
 
-def test_checkpoint_step_reads_the_header_only(tmp_path, stepped_ckpt):
-    assert checkpoint_step(stepped_ckpt) == 1234
-    (tmp_path / "not.pt").write_text("text")
-    assert checkpoint_step(tmp_path / "not.pt") is None
+def test_the_loaded_model_knows_its_checkpoint_step(stepped_ckpt):
+    """Provenance takes the step from the model synthesis loaded: the file is read once."""
+    from geospade.synthesis.model import load_synthesis_model
+
+    assert load_synthesis_model(stepped_ckpt, "cpu").step == 1234
 
 
 @pytest.mark.parametrize("cog,raw", [(False, True), (False, False), (True, True),

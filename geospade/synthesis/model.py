@@ -56,6 +56,7 @@ class SynthesisModel:
             ``noise_dim > 0``), else None.
         seed: the seed ``noise`` (and a z not from a style image) was drawn from.
         styled: z is a style image's code (:meth:`with_seed` keeps it).
+        step: the training steps of the checkpoint (None: not recorded), for provenance.
     """
 
     generator: torch.nn.Module
@@ -69,6 +70,7 @@ class SynthesisModel:
     noise: torch.Tensor | None = None
     seed: int = 0
     styled: bool = False
+    step: int | None = None
 
     def __call__(self, chips: np.ndarray, noise: torch.Tensor | None = None) -> np.ndarray:
         """Class-index chips ``(N, S, S)`` uint8 -> imagery ``(N, bands, S, S)`` float32 in
@@ -199,7 +201,8 @@ def load_synthesis_model(checkpoint: str | Path, device: str | torch.device | No
         image = _read_style_image(style, ckpt.bands, ckpt.chip_size)
         z = _style_code(ckpt.style_encoder(dev), image, ckpt.bands, dev)
     return SynthesisModel(generator, ckpt.scheme, list(ckpt.bands), ckpt.chip_size, dev, amp, z,
-                          config=ckpt.config, noise=noise, seed=seed, styled=style is not None)
+                          config=ckpt.config, noise=noise, seed=seed, styled=style is not None,
+                          step=ckpt.step)
 
 
 def _read_style_image(style: str | Path, bands: Sequence[BandStats], chip_size: int

@@ -332,7 +332,7 @@ def _provenance(request: _Request, model: SynthesisModel, overlap: int) -> Prove
               or (model.z is not None and not getattr(model, "styled", r.style is not None)))
     seed = getattr(model, "seed", r.seed) if seeded else None
     return Provenance.of_run(checkpoint, r.landcover, seed=seed, overlap=overlap,
-                             edits=r.edits, style=r.style)
+                             edits=r.edits, style=r.style, step=getattr(model, "step", None))
 
 
 def _area(request: _Request, src: rasterio.DatasetReader, scheme: ClassScheme) -> Window:
