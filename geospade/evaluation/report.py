@@ -50,7 +50,7 @@ import torch
 
 from geospade import __version__
 from geospade.atomic import atomic_path
-from geospade.errors import ArgumentError, GeospadeError, check_seed
+from geospade.errors import ArgumentError, check_seed
 from geospade.evaluation import metrics
 from geospade.evaluation.figure import write_figure
 from geospade.evaluation.painters import (
@@ -97,7 +97,6 @@ from geospade.outputs import (
     prepare_output,
     same_file,
 )
-from geospade.schemes import ClassScheme
 
 REPORT_FORMAT = "geospade-evaluation"
 REPORT_VERSION = 1
@@ -208,45 +207,21 @@ def _figure_path(out: Path | None, figure) -> Path | None:
     return Path(figure)
 
 
-def _check_compatible(ckpt: dict[str, Any], scheme: ClassScheme, bands: Sequence[BandStats],
-                      checkpoint: Path, chips: Path) -> None:
-    ck_scheme = ClassScheme.from_dict(ckpt["scheme"])
-    if not ck_scheme.same_classes(scheme):
-        raise GeospadeError(
-            f"checkpoint {checkpoint} was trained on scheme {ck_scheme.name!r} (values "
-            f"{ck_scheme.values}) but chip store {chips} uses {scheme.name!r} "
-            f"(values {scheme.values})"
-        )
-    ck_bands = [BandStats.from_dict(b) for b in ckpt["bands"]]
-    if [b.name for b in ck_bands] != [b.name for b in bands]:
-        raise GeospadeError(
-            f"checkpoint {checkpoint} has bands {[b.name for b in ck_bands]} but chip store "
-            f"{chips} has {[b.name for b in bands]}"
-        )
-    if ck_bands[0].dtype != bands[0].dtype:
-        raise GeospadeError(
-            f"checkpoint {checkpoint} makes {ck_bands[0].dtype} imagery but chip store {chips} "
-            f"holds {bands[0].dtype}"
-        )
-
-
 def _evaluate(checkpoint: Path, chips: Path, split: str, out: Path | None,
               fig_path: Path | None, segmenter, utility, inception_weights, batch_size: int,
               device, seed: int, quiet: bool) -> dict[str, Any]:
     from geospade.data.chips import ChipDataset, open_chip_store
-    from geospade.formats.checkpoint import load_checkpoint
+    from geospade.formats.checkpoint import check_fits_store
     from geospade.synthesis.model import load_synthesis_model
 
     dev = resolve_device(device)
-    ckpt = load_checkpoint(checkpoint)
-    store = open_chip_store(chips)
-    check_real_chips(store, "evaluate")
-    _check_compatible(ckpt, store.scheme, store.bands, checkpoint, chips)
-    step = ckpt.get("step")
-    del ckpt  # the loader below reads the file again: never hold both copies
     # The generator as synthesize runs it (precision and layout "auto", its style code), so the
     # report measures the imagery synthesize writes, not an fp32 copy of the model.
     model = load_synthesis_model(checkpoint, dev, amp="auto", seed=seed)
+    store = open_chip_store(chips)
+    check_real_chips(store, "evaluate")
+    check_fits_store(checkpoint, model.scheme, model.bands, store)
+    step = model.step
     report = evaluate_painter(
         synthesis_painter(model, store.bands), chips, split, segmenter=segmenter,
         utility=utility, inception_weights=inception_weights, batch_size=batch_size,

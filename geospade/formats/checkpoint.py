@@ -47,11 +47,13 @@ Keys (format version 1)::
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from geospade.atomic import atomic_path
@@ -61,6 +63,7 @@ from geospade.schemes import ClassScheme
 from geospade.torch_files import read_torch_file
 
 if TYPE_CHECKING:
+    from geospade.formats.chip_store import ChipStore
     from geospade.models import StyleEncoder
 
 CHECKPOINT_FORMAT = "geospade-checkpoint"
@@ -352,3 +355,25 @@ def _generator_default(name: str) -> Any:
     from geospade.models import Generator
 
     return inspect.signature(Generator).parameters[name].default
+
+
+def check_fits_store(checkpoint: str | Path, scheme: ClassScheme, bands: Sequence[BandStats],
+                     store: ChipStore) -> None:
+    """Refuse a checkpoint (its ``scheme`` and ``bands``) that does not paint ``store``'s
+    classes in its bands and dtype (evaluate and generate compare the two).
+
+    Raises:
+        GeospadeError: other classes, other band names or another dtype, in one line.
+    """
+    if not scheme.same_classes(store.scheme):
+        raise GeospadeError(
+            f"checkpoint {checkpoint} was trained on scheme {scheme.name!r} (values "
+            f"{scheme.values}) but chip store {store.root} uses {store.scheme.name!r} (values "
+            f"{store.scheme.values})")
+    names, store_names = [b.name for b in bands], [b.name for b in store.bands]
+    if names != store_names:
+        raise GeospadeError(f"checkpoint {checkpoint} makes bands {names} but chip store "
+                            f"{store.root} has {store_names}")
+    if np.dtype(bands[0].dtype) != np.dtype(store.bands[0].dtype):
+        raise GeospadeError(f"checkpoint {checkpoint} makes {bands[0].dtype} imagery but chip "
+                            f"store {store.root} holds {store.bands[0].dtype}")

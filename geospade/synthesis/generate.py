@@ -47,7 +47,7 @@ from geospade.errors import ArgumentError, GeospadeError, check_seed, reading, w
 from geospade.formats import chip_store
 from geospade.formats.chip_store import SYNTHETIC, ChipStore, check_real_chips, open_chip_store
 from geospade.log import progress
-from geospade.normalization import BandStats, denormalize
+from geospade.normalization import denormalize
 from geospade.outputs import CHIP_STORE, OutputLock, check_not_an_input, check_replaceable
 from geospade.provenance import file_sha256
 from geospade.schemes import IGNORE_INDEX
@@ -221,23 +221,22 @@ class _Chip:
 def _generate(checkpoint: Path, store: ChipStore, out: Path, settings: _Settings
               ) -> GenerateSummary:
     """The steps of :func:`generate` once its inputs are checked and ``out`` is locked."""
-    from geospade.formats.checkpoint import open_checkpoint
+    from geospade.formats.checkpoint import check_fits_store
     from geospade.synthesis.model import load_synthesis_model
 
     start = time.perf_counter()
-    ckpt = open_checkpoint(checkpoint)
-    _check_compatible(ckpt.scheme, ckpt.bands, store, checkpoint)
+    model = load_synthesis_model(checkpoint, settings.device, amp=settings.amp,
+                                 seed=settings.seed)
+    check_fits_store(checkpoint, model.scheme, model.bands, store)
     identity = {"checkpoint": str(checkpoint.resolve()),
-                "checkpoint_sha256": _checkpoint_sha256(checkpoint), "checkpoint_step": ckpt.step}
-    del ckpt  # the loader reads the file again: never hold both copies
+                "checkpoint_sha256": _checkpoint_sha256(checkpoint),
+                "checkpoint_step": model.step}
     rows = [r for r in chip_store.read_index(store.root)
             if settings.split == "all" or r["split"] == settings.split]
     if not rows:
         raise GeospadeError(f"chip store {store.root} has no {settings.split!r} chips")
     rare = _rare_for(store, settings)
     plan = _plan(store, rows, rare, settings)
-    model = load_synthesis_model(checkpoint, settings.device, amp=settings.amp,
-                                 seed=settings.seed)
     _check_model(model, store, checkpoint, max(c.count for c in plan))
     with chip_store.new_store(out) as folder:
         sink = _StoreSink(folder, out, store, _chip_tags(store, identity, settings.seed))
@@ -252,23 +251,6 @@ def _generate(checkpoint: Path, store: ChipStore, out: Path, settings: _Settings
         rare_classes=[store.scheme.names[i] for i in rare],
         rare_chips=sum(c.count > settings.variants for c in plan),
         seconds=time.perf_counter() - start)
-
-
-def _check_compatible(scheme, bands: Sequence[BandStats], store: ChipStore,
-                      checkpoint: Path) -> None:
-    """The checkpoint paints the store's classes, in its bands and dtype."""
-    if not scheme.same_classes(store.scheme):
-        raise GeospadeError(
-            f"checkpoint {checkpoint} was trained on scheme {scheme.name!r} (values "
-            f"{scheme.values}) but chip store {store.root} uses {store.scheme.name!r} (values "
-            f"{store.scheme.values})")
-    names, store_names = [b.name for b in bands], [b.name for b in store.bands]
-    if names != store_names:
-        raise GeospadeError(f"checkpoint {checkpoint} makes bands {names} but chip store "
-                            f"{store.root} has {store_names}")
-    if np.dtype(bands[0].dtype) != np.dtype(store.bands[0].dtype):
-        raise GeospadeError(f"checkpoint {checkpoint} makes {bands[0].dtype} imagery but chip "
-                            f"store {store.root} holds {store.bands[0].dtype}")
 
 
 def _check_model(model: SynthesisModel, store: ChipStore, checkpoint: Path,
