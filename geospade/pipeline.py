@@ -706,7 +706,7 @@ def check_synthesis_options(options: Mapping[str, Any], edits: Path | None, chip
         out: the GeoTIFF the stage writes.
     """
     from geospade.models.precision import resolve_device
-    from geospade.raster.codecs import check_codec
+    from geospade.raster.strip_writer import check_output_codec
     from geospade.synthesis.model import resolve_amp
 
     if options.get("style") is not None and not use_vae:
@@ -747,7 +747,9 @@ def check_synthesis_options(options: Mapping[str, Any], edits: Path | None, chip
         if failed:
             raise GeospadeError(f"[synthesize]: {message}")
     try:
-        check_codec(options.get("compress", "deflate"), options.get("cog", False))
+        # The band count and dtype come from the checkpoint, after train: jpeg/webp's need of
+        # 3 uint8 bands is synthesize's to check.
+        check_output_codec(options.get("compress", "deflate"), options.get("cog", False))
         check_seed(options.get("seed", 0))
         if "amp" in options:  # bf16 where the device has none
             resolve_amp(options["amp"], resolve_device(options.get("device")))

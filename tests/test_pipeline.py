@@ -303,3 +303,14 @@ def test_shipped_configs_are_valid_for_the_real_stage_functions(tmp_path):
         assert names[-4:] == ["tile", "train", "synthesize", "evaluate"]
         assert ("landscape" in names) == (name == "demo-landscape")
     assert not os.listdir(tmp_path)
+
+
+def test_synthesize_table_takes_the_codecs_synthesize_takes(tmp_path):
+    """jpeg/webp (synthesize --compress) pass the pre-stage check; an unknown codec does not."""
+    from geospade.errors import GeospadeError
+    from geospade.pipeline import check_synthesis_options
+
+    for codec in ("jpeg", "webp", "zstd"):
+        check_synthesis_options({"compress": codec}, None, 64, False, tmp_path / "s.tif")
+    with pytest.raises(GeospadeError, match="unknown compression 'gif'"):
+        check_synthesis_options({"compress": "gif"}, None, 64, False, tmp_path / "s.tif")
