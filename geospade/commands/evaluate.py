@@ -31,14 +31,15 @@ from geospade.commands.options import (
               help="Skip segmentation consistency (no U-Net is trained).")
 # Defaults as literals, equal to UtilitySettings' (tested): importing the settings here would import
 # torch for `geospade evaluate --help`.
-@click.option("--utility-steps", type=click.IntRange(min=1), default=80, show_default=True,
+@click.option("--utility-steps", type=click.IntRange(min=1), default=200, show_default=True,
               help="Training steps of each train-on-synthetic, test-on-real (TSTR) U-Net.")
 @click.option("--utility-seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="TSTR seeds (0..N-1): one U-Net per training source and seed; the report "
                    "gives mean ± sd over them.")
 @click.option("--augmentation-ratio", type=click.FloatRange(min=0, min_open=True), default=1.0,
               show_default=True,
-              help="Synthetic chips per real chip in the batches of TSTR's real+synthetic U-Net.")
+              help="Synthetic chips added per real chip to the batches of TSTR's real+synthetic "
+                   "U-Net (its real chips are the real-trained U-Net's).")
 @click.option("--no-utility", is_flag=True,
               help="Skip TSTR (no U-Nets are trained on real or synthetic chips).")
 @click.option("--inception-weights", type=click.Path(exists=True, dir_okay=False),

@@ -79,8 +79,9 @@ def _flag(name: str, help_: str):
 @_opt("--spade-hidden", click.IntRange(min=1), "Channels of each SPADE layer's shared conv. "
       "[128]")
 @device_option(from_config=True)
-@_opt("--amp", click.Choice(AMP_MODES), "Mixed precision: bf16 (CUDA, or CPUs with native bf16) "
-      "or fp16 (CUDA, with gradient scaling). [none]")
+@_opt("--amp", click.Choice(AMP_MODES), "Mixed precision: bf16 (CUDA, or CPUs with native bf16), "
+      "fp16 (CUDA, with gradient scaling) or auto (bf16 where the device has it natively, else "
+      "none; config.toml records which). [none]")
 @_flag("--channels-last/--no-channels-last", "Channels-last feature maps, what makes bf16 and "
        "fp16 fast (no faster in fp32); the parameters stay contiguous for fused Adam. [auto: on "
        "with --amp bf16 or fp16]")

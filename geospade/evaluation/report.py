@@ -316,7 +316,7 @@ def _utility(painter: Painter, means: np.ndarray, source: SplitSource,
     result = downstream_utility(
         train_images, train_masks, synthetic, class_mean, test_images, test_masks,
         source.num_classes, settings, device, progress,
-        cache=ChipStoreScoreCache(source.chips, source.split, settings))
+        cache=ChipStoreScoreCache(source.chips, source.split, settings, device))
     return result.to_dict(), None
 
 

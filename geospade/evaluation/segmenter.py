@@ -35,6 +35,7 @@ from geospade import log
 from geospade.atomic import atomic_path
 from geospade.errors import GeospadeError
 from geospade.formats.chip_store import manifest_sha256
+from geospade.models.precision import Precision, autocast_context, parse_precision
 from geospade.schemes import IGNORE_INDEX
 
 SEGMENTER_FORMAT = "geospade-segmenter"
@@ -235,12 +236,17 @@ def train_segmenter(
     progress: bool = False,
     *,
     draw: BatchDraw | None = None,
+    amp: Precision | str | None = None,
 ) -> UNet:
     """Train a :class:`UNet` on chips (from a chip store, or in memory with :func:`array_chips`).
 
     ``settings.seed`` fixes the initial weights, the batches and the augmentation: the same
     chips and settings give the same network on a CPU (run to run, cuDNN may pick
-    non-deterministic algorithms).
+    non-deterministic algorithms). The first ``settings.batch_size`` chips of a step are
+    augmented with the run's generator, the ones a ``draw`` adds beyond them with a second one:
+    a draw that starts each batch like :func:`uniform_batches` and appends chips (the mixed TSTR
+    condition, :func:`geospade.evaluation.utility.mixed_batches`) trains on exactly the same
+    augmented chips plus the appended ones.
 
     Args:
         load_chip: ``i -> (normalised image (C, H, W) float32, mask (H, W) uint8)``.
@@ -251,6 +257,9 @@ def train_segmenter(
         device: torch device.
         progress: show a progress bar.
         draw: which chips each step's batch holds (default :func:`uniform_batches`).
+        amp: autocast precision (none, bf16, fp16; see
+            :func:`geospade.models.precision.autocast_context`); with bf16 or fp16 the feature
+            maps are channels-last.
 
     Returns:
         The trained network, in eval mode.
@@ -261,32 +270,60 @@ def train_segmenter(
         draw = uniform_batches(num_chips, settings.batch_size)
     torch.manual_seed(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
+    extra_gen = torch.Generator().manual_seed(settings.seed + EXTRA_SEED_OFFSET)
     net = UNet(bands, num_classes, settings.base_channels, settings.depth).to(device)
+    layout = _layout(amp)
     opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(settings.steps, 1))
-    cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    load = _bounded_cache(load_chip)
     net.train()
     for step in log.progress(range(settings.steps), desc="segmenter", quiet=not progress,
                              logger="evaluate"):
         xs, ys = [], []
-        for i in draw(step, gen):
-            if i not in cache:
-                image, mask = load_chip(i)
-                pair = (torch.from_numpy(image), torch.from_numpy(mask.astype(np.int64)))
-                if len(cache) < 2048:  # bounded: big stores are re-read from disk
-                    cache[i] = pair
-            else:
-                pair = cache[i]
-            x, y = _augment(*pair, gen)
+        for n, i in enumerate(draw(step, gen)):
+            x, y = _augment(*load(i), gen if n < settings.batch_size else extra_gen)
             xs.append(x)
             ys.append(y)
-        x, y = torch.stack(xs).to(device), torch.stack(ys).to(device)
-        loss = F.cross_entropy(net(x), y, ignore_index=IGNORE_INDEX)
+        x = torch.stack(xs).to(device).contiguous(memory_format=layout)
+        with autocast_context(device, amp):
+            logits = net(x)
+        loss = F.cross_entropy(logits.float(), torch.stack(ys).to(device),
+                               ignore_index=IGNORE_INDEX)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
     return net.eval()
+
+
+EXTRA_SEED_OFFSET = 1_000_003
+"""The seed of the generator that augments chips beyond a step's ``batch_size`` is the run's
+seed plus this."""
+
+
+def _layout(amp: Precision | str | None) -> torch.memory_format:
+    """Channels-last under bf16/fp16 autocast (about 1.3x faster U-Net steps on a CPU with
+    bf16 instructions, measured), contiguous in float32."""
+    mixed = parse_precision(amp, (Precision.NONE, Precision.BF16, Precision.FP16))
+    return torch.contiguous_format if mixed is Precision.NONE else torch.channels_last
+
+
+def _bounded_cache(load_chip: Callable[[int], tuple[np.ndarray, np.ndarray]]
+                   ) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
+    """``load_chip`` as tensors, keeping the first 2048 chips in memory (bigger stores are
+    re-read from disk)."""
+    cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def load(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if i in cache:
+            return cache[i]
+        image, mask = load_chip(i)
+        pair = (torch.from_numpy(image), torch.from_numpy(mask.astype(np.int64)))
+        if len(cache) < 2048:
+            cache[i] = pair
+        return pair
+
+    return load
 
 
 def save_segmenter(path: Path, net: UNet, settings: SegmenterSettings, bands: int,
@@ -346,12 +383,17 @@ class ConfusionMatrix:
 
 @torch.no_grad()
 def predict(net: UNet, images: Sequence[np.ndarray] | np.ndarray,
-            device: str | torch.device = "cpu", batch_size: int = 64) -> np.ndarray:
+            device: str | torch.device = "cpu", batch_size: int = 64,
+            amp: Precision | str | None = None) -> np.ndarray:
     """Class predictions ``(N, H, W)`` uint8 for normalised images ``(N, C, H, W)``, computed
-    ``batch_size`` images at a time (memory is bounded by the batch, not by ``N``)."""
+    ``batch_size`` images at a time (memory is bounded by the batch, not by ``N``), under
+    ``amp`` autocast as in :func:`train_segmenter`."""
     out = []
+    layout = _layout(amp)
     for start in range(0, len(images), batch_size):
         batch = np.stack(list(images[start:start + batch_size]))
         x = torch.from_numpy(np.ascontiguousarray(batch)).float().to(device)
-        out.append(net(x).argmax(dim=1).to(torch.uint8).cpu().numpy())
+        with autocast_context(device, amp):
+            logits = net(x.contiguous(memory_format=layout))
+        out.append(logits.argmax(dim=1).to(torch.uint8).cpu().numpy())
     return np.concatenate(out)

@@ -37,6 +37,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 
 from geospade.errors import GeospadeError, check_format_header, writing
@@ -161,8 +162,12 @@ class ChipWriter:
         self._templates: dict[tuple, _Template | None] = {}
 
     def write(self, path: Path, data: np.ndarray, transform: Affine) -> None:
-        """Write ``data`` (``(C, H, W)``, or ``(H, W)`` for one band) with ``transform``."""
-        self._write(path, data[None] if data.ndim == 2 else data, transform)
+        """Write ``data`` (``(C, H, W)``, or ``(H, W)`` for one band) with ``transform`` (a
+        pixel grid, for a store without CRS: GDAL's not-georeferenced warning is expected)."""
+        with warnings.catch_warnings():
+            if self.profile.get("crs") is None:
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            self._write(path, data[None] if data.ndim == 2 else data, transform)
         if self._aux is not None:
             Path(f"{path}.aux.xml").write_bytes(self._aux)
 
@@ -619,15 +624,16 @@ def _bands(value: Any, path: Path) -> tuple[BandStats, ...]:
 # -- reading the index -------------------------------------------------------------------------
 
 
-def read_index(root: str | Path) -> list[dict[str, str]]:
-    """The rows of the store's ``index.gpkg`` (id, split, image, mask; no geometry), in file
-    order.
+def read_index(root: str | Path) -> list[dict[str, Any]]:
+    """The rows of the store's ``index.gpkg`` (id, split, image, mask, row_off, col_off; no
+    geometry), in file order.
 
     Args:
         root: the store's folder.
 
     Returns:
-        One dict per chip; ``image`` and ``mask`` are paths relative to ``root``.
+        One dict per chip; ``image`` and ``mask`` are paths relative to ``root``, ``row_off``
+        and ``col_off`` (int) the chip's offsets on the land cover it was cut from.
 
     Raises:
         GeospadeError: the index is missing or not readable.
@@ -639,7 +645,8 @@ def read_index(root: str | Path) -> list[dict[str, str]]:
         raise GeospadeError(f"{root} is not a complete chip store (no {INDEX})")
     try:
         table = pyogrio.read_dataframe(
-            path, layer=INDEX_LAYER, columns=["id", "split", "image", "mask"],
+            path, layer=INDEX_LAYER, columns=["id", "split", "image", "mask", "row_off",
+                                              "col_off"],
             read_geometry=False,
         )
     except Exception as exc:  # noqa: BLE001 - pyogrio raises several types for a bad file
@@ -647,7 +654,8 @@ def read_index(root: str | Path) -> list[dict[str, str]]:
             f"{path} is not a readable chip index ({' '.join(str(exc).split())})"
         ) from None
     return [
-        {"id": str(r.id), "split": str(r.split), "image": str(r.image), "mask": str(r.mask)}
+        {"id": str(r.id), "split": str(r.split), "image": str(r.image), "mask": str(r.mask),
+         "row_off": int(r.row_off), "col_off": int(r.col_off)}
         for r in table.itertuples(index=False)
     ]
 

@@ -110,6 +110,18 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
+def native_precision(device: torch.device | str) -> Precision:
+    """What ``auto`` precision means on ``device``: bf16 where it computes bf16 natively (a GPU
+    that supports it, a CPU with AVX512-BF16 or AMX), float32 elsewhere (emulated bf16 is slower
+    than float32)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+    else:
+        native = device.type == "cpu" and cpu_supports_bf16()
+    return Precision.BF16 if native else Precision.NONE
+
+
 def autocast_context(device: torch.device | str, amp: Precision | str | None = None
                      ) -> contextlib.AbstractContextManager:
     """The autocast context for ``device`` and ``amp`` (none/"off"/None, bf16 or fp16).

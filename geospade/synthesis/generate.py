@@ -214,7 +214,7 @@ class _Settings:
 class _Chip:
     """One real chip to paint: its index row and how many variants it gets."""
 
-    row: dict[str, str]
+    row: dict[str, Any]
     count: int
 
 
@@ -284,7 +284,7 @@ def _rare_for(store: ChipStore, settings: _Settings) -> list[int]:
     return rare_classes(train)
 
 
-def _plan(store: ChipStore, rows: list[dict[str, str]], rare: list[int],
+def _plan(store: ChipStore, rows: list[dict[str, Any]], rare: list[int],
           settings: _Settings) -> list[_Chip]:
     """How many variants each chip gets (reads the masks only when some classes are rare)."""
     if not rare:
@@ -406,9 +406,8 @@ class _StoreSink:
         self.index = chip_store.IndexWriter(folder / chip_store.INDEX, classes,
                                             self.images.profile["crs"],
                                             shown_as=out / chip_store.INDEX)
-        self.grid = _landcover_transform(store)
 
-    def add(self, row: dict[str, str], variant: int, mask: _Mask, image: np.ndarray) -> None:
+    def add(self, row: dict[str, Any], variant: int, mask: _Mask, image: np.ndarray) -> None:
         """Write variant ``variant`` of the real chip ``row``: its mask and ``image``."""
         cid = f"{row['id']}_v{variant}"
         image_rel = f"{chip_store.IMAGES}/{cid}.tif"
@@ -426,10 +425,9 @@ class _StoreSink:
         for i in range(k):
             totals[i] += int(hist[i])
         height, width = mask.pixels.shape
-        col_off, row_off = ~self.grid * (mask.transform.c, mask.transform.f)
         self.index.add([{
-            "id": cid, "split": row["split"], "row_off": round(row_off),
-            "col_off": round(col_off), "width": width, "height": height,
+            "id": cid, "split": row["split"], "row_off": row["row_off"],
+            "col_off": row["col_off"], "width": width, "height": height,
             "nodata_fraction": 1.0 - int(hist[:k].sum()) / mask.pixels.size,
             "class_fractions": (hist[:k] / mask.pixels.size).tolist(),
             "image": image_rel, "mask": mask_rel,
@@ -453,16 +451,6 @@ def _image_writer(store: ChipStore, tags: dict[str, str]) -> chip_store.ChipWrit
             src.count, src.dtypes[0], src.crs, src.nodata, rgb,
             (store.manifest.get("options") or {}).get("compress", "none"))
         return chip_store.ChipWriter(profile, descriptions=list(src.descriptions), tags=tags)
-
-
-def _landcover_transform(store: ChipStore) -> Affine:
-    """The transform of the land cover the store was cut from (chips' offsets are on it)."""
-    try:
-        return Affine(*store.manifest["sources"]["landcover"]["transform"][:6])
-    except (KeyError, TypeError, ValueError):
-        raise GeospadeError(f"{store.root / chip_store.MANIFEST} does not record the land "
-                            "cover's transform (sources.landcover.transform); tile the data "
-                            "again with geospade tile") from None
 
 
 def _manifest(store: ChipStore, sink: _StoreSink, settings: _Settings, rare: list[int],

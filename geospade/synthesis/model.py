@@ -23,7 +23,7 @@ import torch
 
 from geospade.errors import ArgumentError, GeospadeError, check_seed, first_line
 from geospade.formats.checkpoint import GeneratorForm, open_checkpoint
-from geospade.models.precision import Precision
+from geospade.models.precision import Precision, native_precision
 from geospade.normalization import BandStats, normalize
 from geospade.schemes import ClassScheme
 
@@ -145,18 +145,10 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     ``none``; checks that a forced ``bf16`` is supported."""
     if amp not in AMP_CHOICES:
         raise ArgumentError("amp", f"must be one of {', '.join(AMP_CHOICES)}, not {amp!r}")
-    if device.type == "cuda":
-        supported = torch.cuda.is_bf16_supported()
-        fast = supported
-    elif device.type == "cpu":
-        from geospade.models import cpu_supports_bf16
-
-        supported = fast = cpu_supports_bf16()
-    else:
-        supported = fast = False
+    native = native_precision(device) is Precision.BF16
     if amp == "auto":
-        return "bf16" if fast else "none"
-    if amp == "bf16" and not supported:
+        return "bf16" if native else "none"
+    if amp == "bf16" and not native:
         raise ArgumentError("amp", f"bf16: {device} has no bf16 support; use amp='none'")
     return amp
 

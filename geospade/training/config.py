@@ -24,7 +24,8 @@ UPSAMPLING = ("normal", "more", "most")
 DISCRIMINATORS = ("patchgan", "oasis")
 """``patchgan``: multi-scale PatchGAN on (class map, image) pairs (SPADE); ``oasis``: per-pixel
 segmentation into the classes and "fake" (Schönfeld et al. 2021)."""
-AMP_MODES = tuple(p.value for p in (Precision.NONE, Precision.BF16, Precision.FP16))
+AMP_MODES = tuple(p.value for p in (Precision.NONE, Precision.BF16, Precision.FP16,
+                                     Precision.AUTO))
 """The :class:`~geospade.models.precision.Precision` values training takes (no ``auto``)."""
 DEFAULT_STEPS = 2000
 LENGTH_OPTIONS = ("steps", "epochs")
@@ -66,7 +67,9 @@ class TrainConfig:
         spectral_norm: spectral normalisation in generator and discriminator.
         spade_hidden: channels of each SPADE layer's shared conv (unused by CLADE).
         device: ``auto`` (cuda when available, else cpu), ``cpu``, ``cuda``, ``cuda:1`` …
-        amp: ``none``, ``bf16`` (CPU or CUDA) or ``fp16`` (CUDA, with gradient scaling).
+        amp: ``none``, ``bf16`` (CPU or CUDA), ``fp16`` (CUDA, with gradient scaling) or
+            ``auto`` (bf16 where the device computes it natively, else none; the run's
+            ``config.toml`` and checkpoint record the precision it resolved to).
         channels_last: channels-last feature maps (faster convolutions with bf16 and fp16);
             parameters stay contiguous (see ``geospade.models.to_channels_last``). None
             (default): on with ``amp`` bf16 or fp16, off with fp32

@@ -29,7 +29,7 @@ import contextlib
 import math
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from geospade.models.losses import load_vgg_loss
 from geospade.models.precision import (
     Precision,
     autocast_context,
+    native_precision,
     parse_precision,
     to_channels_last,
 )
@@ -275,6 +276,8 @@ def _plan(inputs: _Inputs, quiet: bool, ddp: DistContext) -> _Plan:
     cfg, dataset, ckpt = inputs.config, inputs.dataset, inputs.checkpoint
     device = training_device(cfg.device, ddp)
     precision = parse_precision(cfg.amp)
+    if precision is Precision.AUTO:
+        precision = native_precision(device)
     autocast_context(device, precision)  # raises for fp16 on a CPU, or bf16 where unsupported
     sampler = EpochSampler(len(dataset), cfg.seed, ddp.rank, ddp.world)
     steps_per_epoch = sampler.per_rank() // cfg.batch_size
@@ -309,6 +312,8 @@ def _train(inputs: _Inputs, folder: RunFolder, overwrite: bool, quiet: bool,
     """Plan, build, (resume,) train to the end and write the last outputs; ``threads``: the
     thread choice in words."""
     plan = _plan(inputs, quiet, ddp)
+    if inputs.config.amp != plan.precision.value:  # amp "auto", resolved: recorded as resolved
+        inputs = replace(inputs, config=replace(inputs.config, amp=plan.precision.value))
     # First: how fast this run can be (precision, layout, threads), before any other message.
     _say_setup(inputs.config, plan, threads)
     state, vgg = _build_state(inputs, plan)

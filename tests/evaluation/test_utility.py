@@ -20,6 +20,7 @@ from geospade.evaluation.segmenter import (
     array_chips,
     predict,
     train_segmenter,
+    uniform_batches,
 )
 from geospade.evaluation.utility import (
     CONDITIONS,
@@ -76,7 +77,7 @@ def test_synthetic_equal_to_real_gives_utility_ratio_exactly_one(identical):
     assert identical.conditions["synthetic"].iou == identical.conditions["real"].iou
     assert identical.utility_ratio.values == (1.0, 1.0)
     assert identical.utility_ratio.mean == 1.0 and identical.utility_ratio.sd == 0.0
-    # The mixed condition draws other batches from the same images: about as good.
+    # The mixed condition adds copies of the real chips to the real batches: about as good.
     assert abs(identical.augmentation_gain.mean) < 0.1
 
 
@@ -144,18 +145,42 @@ def test_to_dict_and_table(identical):
 
 
 @pytest.mark.parametrize("ratio, batch, steps, synthetic", [
-    (1.0, 8, 5, 20),  # 4 + 4 in every batch
-    (1 / 3, 8, 4, 8),  # 2 synthetic in every batch
-    (0.1, 8, 11, 8),  # 8 of 88 chips: 1 in most batches, 0 in a few
+    (1.0, 8, 5, 40),  # 8 real + 8 synthetic in every batch
+    (1 / 4, 8, 4, 8),  # 2 synthetic added to every batch
+    (0.1, 8, 11, 9),  # 9 of 88 + 9 chips: 1 in most batches, 0 in a few
 ])
-def test_mixed_batches_hold_the_ratio_exactly(ratio, batch, steps, synthetic):
+def test_mixed_batches_add_synthetic_chips_to_the_real_batches(ratio, batch, steps, synthetic):
     import torch
 
-    draw = mixed_batches(10, 10, batch, ratio)
-    gen = torch.Generator().manual_seed(0)
+    draw = mixed_batches(10, 10, batch, ratio, seed=3)
+    uniform = uniform_batches(10, batch)
+    gen, same = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     batches = [draw(step, gen) for step in range(steps)]
-    assert all(len(b) == batch and all(0 <= i < 20 for i in b) for b in batches)
-    assert sum(i >= 10 for b in batches for i in b) == synthetic
+    # Each batch starts with exactly the real chips of the real condition's batch...
+    assert [b[:batch] for b in batches] == [uniform(step, same) for step in range(steps)]
+    # ...and adds the ratio's synthetic chips (indices 10..19) after them.
+    assert all(10 <= i < 20 for b in batches for i in b[batch:])
+    assert sum(len(b) - batch for b in batches) == synthetic
+
+
+def test_precision_auto_resolves_per_device_and_is_reported(chips, identical):
+    from geospade.evaluation.utility import tstr_precision
+    from geospade.models.precision import cpu_supports_bf16
+
+    expected = "bf16" if cpu_supports_bf16() else "none"
+    assert tstr_precision("auto", "cpu").value == expected
+    assert identical.settings.precision == expected
+    assert identical.to_dict()["settings"]["precision"] == expected
+    assert tstr_precision("none", "cpu").value == "none"
+    with pytest.raises(GeospadeError, match="TSTR precision"):
+        UtilitySettings(precision="fp8")
+    # float32 U-Nets learn the class-encoded bands as well.
+    x, m, tx, tm = chips
+    fp32 = UtilitySettings(**{**TINY.__dict__, "precision": "none"})
+    result = downstream_utility(x, m, x.copy(), class_means(m), tx, tm, K, fp32)
+    assert result.settings.precision == "none"
+    assert result.conditions["real"].miou.mean > 0.8
+    assert result.utility_ratio.values == (1.0, 1.0)
 
 
 def test_too_few_test_chips_or_labels_or_no_train_chips_are_one_line_errors(chips):
@@ -241,6 +266,11 @@ def test_chip_store_cache_keeps_store_conditions_and_ignores_damaged_files(chip_
     assert ChipStoreScoreCache(store, "test", TINY).get("real", 0) is None
     other = UtilitySettings(steps=41, batch_size=4, base_channels=4, depth=1, seeds=(0,))
     assert ChipStoreScoreCache(store, "val", other).get("real", 0) is None
+    # Another precision is another file.
+    fp32 = UtilitySettings(**{**TINY.__dict__, "precision": "none"})
+    bf16 = UtilitySettings(**{**TINY.__dict__, "precision": "bf16"})
+    assert ChipStoreScoreCache(store, "val", fp32).paths("real", 0) != ChipStoreScoreCache(
+        store, "val", bf16).paths("real", 0)
     # A different augmentation ratio or other seeds do not change what "real" scores.
     same = UtilitySettings(**{**TINY.__dict__, "augmentation_ratio": 3.0, "seeds": (0, 5)})
     assert ChipStoreScoreCache(store, "val", same).get("real", 0) == pytest.approx(got,

@@ -307,3 +307,32 @@ def test_an_empty_split_and_bad_options_are_one_line_errors(real, checkpoint, tm
         assert not (tmp_path / "o").exists()
     with pytest.raises(GeospadeError, match="oversample_rare"):
         generate(checkpoint, real, tmp_path / "o", oversample_rare=float("nan"))
+
+
+def test_a_store_of_pairs_without_crs_gets_its_synthetic_store(tmp_path, capsys):
+    """Chips of a folder of PNG pairs (no CRS, one grid per pair) are generated like georeferenced
+    ones: same masks, same ids and offsets in the index."""
+    from raster.test_tile_nocrs import write_png_pair
+
+    masks, images = tmp_path / "masks", tmp_path / "images"
+    masks.mkdir()
+    images.mkdir()
+    for seed, stem in enumerate(["a", "b"]):
+        write_png_pair(masks / f"{stem}.png", images / f"{stem}.png", seed)
+    chips, out = tmp_path / "chips", tmp_path / "synthetic"
+    code, _, err = run_cli(["tile", str(masks), str(images), "-o", str(chips), "--size", "32",
+                            "--scheme", "chesapeake7", "-q"], capsys)
+    assert code == 0, err
+    ckpt = write_checkpoint(tmp_path / "noise.pt", chips)
+    code, _, err = run_cli(["generate", str(ckpt), str(chips), "-o", str(out), "--variants",
+                            "2", "-q"], capsys)
+    assert code == 0, err
+    real, synthetic = index_table(chips), index_table(out)
+    assert len(synthetic) == 2 * len(real[real.split == "train"])
+    first = real[real.split == "train"].iloc[0]
+    same = synthetic.loc[[f"{first.name}_v0", f"{first.name}_v1"]]
+    assert (same[["col_off", "row_off"]].to_numpy() == [first.col_off, first.row_off]).all()
+    for variant in same.itertuples():
+        assert (out / variant.mask).read_bytes() == (chips / first["mask"]).read_bytes()
+    with rasterio.open(out / same.iloc[0]["image"]) as src:
+        assert src.crs is None and src.count == len(open_chip_store(chips).bands)

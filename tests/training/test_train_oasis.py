@@ -176,6 +176,24 @@ def test_bf16_runs_channels_last_unless_told_not_to(store, tmp_path, capsys, two
     assert _first_line(err).startswith("geospade train: bf16, contiguous, ")
 
 
+def test_amp_auto_trains_in_the_native_precision_and_records_it(store, tmp_path, capsys,
+                                                                 two_free_cpus):
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", str(store), "-o", str(run), "--steps", "1", "--no-vgg",
+                            "--amp", "auto", *TINY_CLI], capsys)
+    assert code == 0, err
+    native = "bf16" if cpu_supports_bf16() else "none"
+    said = "bf16, channels-last" if native == "bf16" else "fp32, contiguous"
+    assert _first_line(err).startswith(f"geospade train: {said}, ")
+    assert f'amp = "{native}"' in (run / "config.toml").read_text()
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["config"]["amp"] == native
+    # Resuming reads the resolved precision back.
+    code, _, err = run_cli(["train", str(store), "-o", str(run), "--steps", "2", "--resume"],
+                           capsys)
+    assert code == 0, err
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 2
+
+
 @pytest.mark.parametrize("channels_last, amp, expected", [
     (None, "none", False), (None, "bf16", True), (None, "fp16", True),
     (False, "bf16", False), (True, "none", True),
