@@ -61,7 +61,10 @@ class TrainConfig:
         z_dim: size of the style code.
         noise_dim: channels of OASIS-style noise beside the class map in the generator (one
             N(0, 1) vector per image at every pixel; 0: none, one class map gives one image).
-        norm: ``spade`` (conv net on the class map) or ``clade`` (per-class lookup; faster).
+        norm: ``clade`` (per-class lookup of the modulation, Tan et al. 2021; the default) or
+            ``spade`` (a conv net on the class map, Park et al. 2019). At the same CPU time,
+            CLADE's images trained land-cover U-Nets better on both real data sets of
+            ``benchmarks/bench_utility.py`` (docs/design.md, "Training").
         param_free_norm: ``batch`` (frozen at inference: no seams when tiling) or ``instance``.
         num_upsampling_layers: ``normal`` (stride 32), ``more`` (64), ``most`` (128).
         spectral_norm: spectral normalisation in generator and discriminator.
@@ -112,7 +115,7 @@ class TrainConfig:
     use_vae: bool = False
     z_dim: int = 256
     noise_dim: int = 0
-    norm: str = "spade"
+    norm: str = "clade"
     param_free_norm: str = "batch"
     num_upsampling_layers: str = "normal"
     spectral_norm: bool = True
@@ -207,6 +210,10 @@ class TrainConfig:
         data = dict(data)
         if data.get("epochs") is not None and data.get("steps") is not None:
             data["steps"] = None
+        # Checkpoints store every option; one without ``norm`` comes from before the option
+        # existed, when every generator was SPADE (the default was spade until CLADE's images
+        # measured more useful).
+        data.setdefault("norm", "spade")
         return cls.from_dict(data, source=source)
 
     def replace(self, **overrides: Any) -> TrainConfig:

@@ -44,13 +44,16 @@ def _untrained_error(store, **kw) -> float:
     return _colour_error(generator, store)
 
 
-@pytest.mark.parametrize("amp, steps", [("none", 50), ("bf16", 60)])
-def test_short_run_learns_class_colours(store, tmp_path, amp, steps):
+@pytest.mark.parametrize("norm, amp, steps", [
+    ("spade", "none", 50), ("spade", "bf16", 60), ("clade", "none", 100), ("clade", "bf16", 100),
+])
+def test_short_run_learns_class_colours(store, tmp_path, norm, amp, steps):
     if amp == "bf16" and not cpu_supports_bf16():
         pytest.skip("this CPU has no native bf16")
     torch.set_num_threads(1)
-    kw = dict(TINY, lr_g=4e-3, lr_d=4e-3, ema_decay=0.9, amp=amp, channels_last=amp == "bf16")
-    before = _untrained_error(store)
+    kw = dict(TINY, lr_g=4e-3, lr_d=4e-3, ema_decay=0.9, amp=amp, channels_last=amp == "bf16",
+              norm=norm)
+    before = _untrained_error(store, norm=norm)
     result = train(store, tmp_path / "run", steps=steps, quiet=True, **kw)
     assert all(np.isfinite(v) for v in result.losses.values())
     after = _colour_error(result.models["generator_ema"], store)

@@ -390,3 +390,9 @@ def test_help_texts_name_the_new_options_and_their_defaults(capsys):
     assert "--lambda-labelmix" in text and "0 turns it off. [10]" in text
     assert "0: automatic, from the CPUs free" in text
     assert "[auto: on with --amp bf16 or fp16]" in text
+
+
+def test_clade_is_the_default_and_checkpoints_without_norm_were_spade():
+    assert TrainConfig().norm == "clade"
+    assert TrainConfig.from_saved({"steps": 10}).norm == "spade"
+    assert TrainConfig.from_saved({"steps": 10, "norm": "clade"}).norm == "clade"
