@@ -12,8 +12,9 @@ Sentinel-2 10 bands + OpenStreetMap land use; or ``demo``: the packaged Zion cro
 
 ``spade-patchgan`` is SPADE + PatchGAN as the issue's baseline; ``clade-patchgan`` the same with
 CLADE's per-class modulation (the default generator since it measured best here); ``oasis`` and
-``oasis-noise`` the OASIS discriminator without and with 3D noise. It prints one table: utility ratio and augmentation gain (mean ± sd over every GAN seed x U-Net
-seed), the class-mean painting's ratio, W1 of the model over W1 of the class-mean painting (below
+``oasis-noise`` the OASIS discriminator without and with 3D noise. It prints one table: utility
+ratio and augmentation gain (mean ± sd over every GAN seed x U-Net seed), the class-mean
+painting's ratio, W1 of the model over W1 of the class-mean painting (below
 1 is better than painting each class with its mean colour), the texture ratio (1 is real-like) and
 s/iter.
 
