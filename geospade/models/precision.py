@@ -122,6 +122,14 @@ def native_precision(device: torch.device | str) -> Precision:
     return Precision.BF16 if native else Precision.NONE
 
 
+def resolve_precision(value: Precision | str | None, device: torch.device | str,
+                      what: str = "amp") -> Precision:
+    """``value`` parsed (:func:`parse_precision`), ``auto`` replaced by
+    :func:`native_precision` of ``device``."""
+    chosen = parse_precision(value, what=what)
+    return native_precision(device) if chosen is Precision.AUTO else chosen
+
+
 def autocast_context(device: torch.device | str, amp: Precision | str | None = None
                      ) -> contextlib.AbstractContextManager:
     """The autocast context for ``device`` and ``amp`` (none/"off"/None, bf16 or fp16).

@@ -46,8 +46,7 @@ from geospade.models.losses import load_vgg_loss
 from geospade.models.precision import (
     Precision,
     autocast_context,
-    native_precision,
-    parse_precision,
+    resolve_precision,
     to_channels_last,
 )
 from geospade.outputs import OutputLock, check_not_an_input, remove_stale_temporaries_in
@@ -275,9 +274,7 @@ class _Plan:
 def _plan(inputs: _Inputs, quiet: bool, ddp: DistContext) -> _Plan:
     cfg, dataset, ckpt = inputs.config, inputs.dataset, inputs.checkpoint
     device = training_device(cfg.device, ddp)
-    precision = parse_precision(cfg.amp)
-    if precision is Precision.AUTO:
-        precision = native_precision(device)
+    precision = resolve_precision(cfg.amp, device)
     autocast_context(device, precision)  # raises for fp16 on a CPU, or bf16 where unsupported
     sampler = EpochSampler(len(dataset), cfg.seed, ddp.rank, ddp.world)
     steps_per_epoch = sampler.per_rank() // cfg.batch_size

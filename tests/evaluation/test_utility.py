@@ -164,14 +164,13 @@ def test_mixed_batches_add_synthetic_chips_to_the_real_batches(ratio, batch, ste
 
 
 def test_precision_auto_resolves_per_device_and_is_reported(chips, identical):
-    from geospade.evaluation.utility import tstr_precision
-    from geospade.models.precision import cpu_supports_bf16
+    from geospade.models.precision import cpu_supports_bf16, resolve_precision
 
     expected = "bf16" if cpu_supports_bf16() else "none"
-    assert tstr_precision("auto", "cpu").value == expected
+    assert resolve_precision("auto", "cpu").value == expected
     assert identical.settings.precision == expected
     assert identical.to_dict()["settings"]["precision"] == expected
-    assert tstr_precision("none", "cpu").value == "none"
+    assert resolve_precision("none", "cpu").value == "none"
     with pytest.raises(GeospadeError, match="TSTR precision"):
         UtilitySettings(precision="fp8")
     # float32 U-Nets learn the class-encoded bands as well.
