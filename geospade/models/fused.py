@@ -48,7 +48,14 @@ from geospade.models.generator import (
     run_blocks,
     style_input,
 )
-from geospade.models.normalization import CLADE, SPADE, ClassMaps, NormType, class_modulate
+from geospade.models.normalization import (
+    CLADE,
+    SPADE,
+    ClassMaps,
+    NormType,
+    class_modulate,
+    noise_offset,
+)
 
 
 @functools.cache
@@ -165,7 +172,7 @@ class FusedCLADE:
 
     def __call__(self, x: torch.Tensor, labels: torch.Tensor,
                  noise: torch.Tensor | None = None) -> torch.Tensor:
-        offset = None if noise is None else F.conv2d(noise, self.noise_weight)
+        offset = None if noise is None else noise_offset(noise, self.noise_weight)
         return class_modulate(x, labels, self.table, offset)
 
 

@@ -104,6 +104,20 @@ def class_modulate(normalized: torch.Tensor, labels: torch.Tensor, table: torch.
     return torch.addcmul(shift, normalized, scale)
 
 
+def noise_offset(noise: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A CLADE layer's noise term: the 1x1 conv ``weight`` (2C, D, 1, 1) of a ``noise`` map
+    (N, D, h, w), in ``weight``'s dtype.
+
+    Vectors repeated at every pixel (:func:`noise_map`'s zero-stride expand) give one offset per
+    image, (N, 2C, 1, 1), which broadcasts: convolving every pixel instead measured 79 against
+    63 ms per forward + backward of the demo's generator (ngf 8, noise_dim 16, bf16, 1 thread;
+    58 without noise).
+    """
+    if noise.stride(-1) == 0 and noise.stride(-2) == 0:
+        noise = noise[..., :1, :1]
+    return F.conv2d(noise.to(weight.dtype), weight)
+
+
 def nearest_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize an integer class map ``(N, H, W)`` to ``size`` with nearest neighbour.
 
@@ -307,8 +321,7 @@ class CLADE(nn.Module):
         table = (self.gamma_beta.weight + self.gamma_offset).to(normalized.dtype)
         offset = None
         if noise is not None:
-            conv = self.noise_gamma_beta
-            offset = F.conv2d(noise.to(normalized.dtype), conv.weight.to(normalized.dtype))
+            offset = noise_offset(noise, self.noise_gamma_beta.weight.to(normalized.dtype))
         return class_modulate(normalized, labels, table, offset)
 
     def forward(self, x: torch.Tensor, segmap: torch.Tensor,

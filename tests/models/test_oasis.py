@@ -259,8 +259,9 @@ def test_noise_makes_different_images_and_a_seed_picks_one(norm):
     assert (pair[0] - pair[1]).abs().mean() > 0.05 * a.std()
 
 
-def test_noise_vectors_broadcast_like_their_spatial_maps():
-    g = _trained_looking(generator(noise_dim=4))
+@pytest.mark.parametrize("norm", ["spade", "clade"])
+def test_noise_vectors_broadcast_like_their_spatial_maps(norm):
+    g = _trained_looking(generator(norm=norm, noise_dim=4))
     lab = labels(3, 64, seed=1)
     vec = make_noise(1, 4, seed=0)
     with torch.no_grad():
@@ -269,6 +270,16 @@ def test_noise_vectors_broadcast_like_their_spatial_maps():
         spatial = g(lab, noise=vec[:, :, None, None].expand(3, 4, 64, 64).contiguous())
     assert torch.equal(one, expanded)
     torch.testing.assert_close(one, spatial)
+    # Training sees the same gradients: CLADE convolves a vector's one pixel (noise_offset),
+    # a spatial map's every pixel.
+    grads = []
+    for noise in (make_noise(3, 4, seed=2), make_noise(3, 4, seed=2)[:, :, None, None]
+                  .expand(3, 4, 64, 64).contiguous()):
+        g.zero_grad()
+        g(lab, noise=noise).square().mean().backward()
+        grads.append([p.grad.clone() for p in g.parameters() if p.grad is not None])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     with pytest.raises(GeospadeError, match=r"noise must be \(N, 4\)"):
         g(lab, noise=torch.zeros(3, 5))
     with pytest.raises(GeospadeError, match="noise has 2 images"):
