@@ -9,7 +9,7 @@ A pipeline config is a TOML file (or the same dict) with one table per stage; se
     [train]      any TrainConfig field
     [synthesize] landcover (default: tile's), edits, cog and any synthesize option
     [evaluate]   split, segmenter_steps, segmenter, utility, utility_steps, utility_seeds,
-                 augmentation_ratio, batch_size, device, seed, inception_weights
+                 augmentation_ratio, variants, batch_size, device, seed, inception_weights
 
 Outputs, under ``out``: ``landscape/`` (if any), ``chips/``, ``run/checkpoint.pt``,
 ``synthetic.tif``, ``report.json`` + ``report.png``, and ``pipeline-state.json``, which records a
@@ -80,7 +80,7 @@ STATE_VERSION = 1
 EVALUATE_KEYS: dict[str, type] = {
     "split": str, "segmenter": bool, "segmenter_steps": int, "batch_size": int, "device": str,
     "seed": int, "inception_weights": str, "figure": bool, "utility": bool, "utility_steps": int,
-    "utility_seeds": int, "augmentation_ratio": float,
+    "utility_seeds": int, "augmentation_ratio": float, "variants": int,
 }
 """The options of an ``[evaluate]`` table and their types (the pipeline maps them onto
 :func:`geospade.evaluation.report.evaluate`'s arguments)."""
@@ -648,7 +648,7 @@ def _evaluate_stage(plan: _Plan, ev_cfg: dict[str, Any]) -> Stage:
 def _utility_settings(opts: dict[str, Any]) -> dict[str, Any]:
     """Pop the TSTR keys of an ``[evaluate]`` table: ``{"utility": UtilitySettings or None}``, or
     ``{}`` when the table sets none (evaluate's default then applies)."""
-    keys = ("utility", "utility_steps", "utility_seeds", "augmentation_ratio")
+    keys = ("utility", "utility_steps", "utility_seeds", "augmentation_ratio", "variants")
     given = {key: opts.pop(key) for key in keys if key in opts}
     if not given:
         return {}
@@ -660,7 +660,8 @@ def _utility_settings(opts: dict[str, Any]) -> dict[str, Any]:
     return {"utility": UtilitySettings(
         steps=given.get("utility_steps", D.steps),
         seeds=tuple(range(given.get("utility_seeds", len(D.seeds)))),
-        augmentation_ratio=given.get("augmentation_ratio", D.augmentation_ratio))}
+        augmentation_ratio=given.get("augmentation_ratio", D.augmentation_ratio),
+        variants=given.get("variants", D.variants))}
 
 
 def _file_sources(stage: str, options: Mapping[str, Any], keys: Sequence[str]
@@ -847,7 +848,7 @@ def _check_evaluate(ev_cfg: Mapping[str, Any], split: Any, tile_opts: Mapping[st
         raise GeospadeError(
             f"[evaluate]: split must be one of {', '.join(SPLIT_FRACTIONS)}, not {split!r}"
         )
-    for key in ("segmenter_steps", "batch_size", "utility_steps", "utility_seeds"):
+    for key in ("segmenter_steps", "batch_size", "utility_steps", "utility_seeds", "variants"):
         if key in ev_cfg and ev_cfg[key] < 1:
             raise GeospadeError(f"[evaluate]: {key} must be at least 1, not {ev_cfg[key]}")
     ratio = ev_cfg.get("augmentation_ratio", 1.0)

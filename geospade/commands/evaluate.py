@@ -40,6 +40,11 @@ from geospade.commands.options import (
               show_default=True,
               help="Synthetic chips added per real chip to the batches of TSTR's real+synthetic "
                    "U-Net (its real chips are the real-trained U-Net's).")
+@click.option("--variants", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Generated images per train mask for TSTR, painted as `geospade generate "
+                   "--variants N --seed SEED` paints them (needs a checkpoint trained with "
+                   "--noise-dim or --use-vae). With --augmentation-ratio N it measures mixing "
+                   "such a store into the real one.")
 @click.option("--no-utility", is_flag=True,
               help="Skip TSTR (no U-Nets are trained on real or synthetic chips).")
 @click.option("--inception-weights", type=click.Path(exists=True, dir_okay=False),
@@ -47,12 +52,13 @@ from geospade.commands.options import (
                    "skipped when none is found, never downloaded).")
 @batch_size_option(8, "Chips per generator call.")
 @device_option()
-@seed_option("Seed of the shuffled-real baseline and of generator noise.")
+@seed_option("Seed of the shuffled-real baseline and of generator noise (TSTR's synthetic "
+             "chips are `geospade generate --seed SEED`'s).")
 @overwrite_option("Replace an existing report and figure.")
 @quiet_option("No progress bars and no summary table.")
 def command(checkpoint: str, chips: str, split: str, out: str | None, no_figure: bool,
             segmenter_steps: int, no_segmenter: bool, utility_steps: int, utility_seeds: int,
-            augmentation_ratio: float, no_utility: bool, inception_weights: str | None,
+            augmentation_ratio: float, variants: int, no_utility: bool, inception_weights: str | None,
             batch_size: int, device: str, seed: int, overwrite: bool, quiet: bool) -> None:
     """Measure how useful and how real CHECKPOINT's imagery is on chip store CHIPS (real chips).
 
@@ -80,7 +86,7 @@ def command(checkpoint: str, chips: str, split: str, out: str | None, no_figure:
     report_path = Path(out) if out else Path(checkpoint).parent / f"report-{split}.json"
     utility = None if no_utility else UtilitySettings(
         steps=utility_steps, seeds=tuple(range(utility_seeds)),
-        augmentation_ratio=augmentation_ratio)
+        augmentation_ratio=augmentation_ratio, variants=variants)
     try:
         report = evaluate(
             checkpoint, chips, split=split, out=report_path, figure=not no_figure,

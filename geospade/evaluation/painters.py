@@ -22,6 +22,11 @@ Painter = Callable[[np.ndarray, Sequence[int]], np.ndarray]
 """``(masks (N, H, W) uint8, chip indices in their split) -> normalised images (N, C, H, W)
 float32``."""
 
+VariantPainter = Callable[[np.ndarray, Sequence[str], int], np.ndarray]
+"""``(masks (N, H, W) uint8, their chip IDs, variant) -> normalised images (N, C, H, W)
+float32``: variant ``k`` of each chip, as ``geospade generate`` paints it (TSTR's synthetic
+train chips)."""
+
 
 def synthesis_painter(model: SynthesisModel, store_bands: Sequence[BandStats]) -> Painter:
     """A painter running the generator exactly as ``synthesize`` runs it.
@@ -37,10 +42,30 @@ def synthesis_painter(model: SynthesisModel, store_bands: Sequence[BandStats]) -
     """
 
     def paint(masks: np.ndarray, indices: Sequence[int]) -> np.ndarray:
-        out = model(masks)
-        return np.stack([normalize(denormalize(o, model.bands), store_bands) for o in out])
+        return _store_normalized(model(masks), model, store_bands)
 
     return paint
+
+
+def variant_painter(model: SynthesisModel, store_bands: Sequence[BandStats],
+                    seed: int) -> VariantPainter:
+    """A variant painter giving the images ``geospade generate --seed SEED`` writes (chip ``ID``'s
+    variant ``k`` is its chip ``ID_vk``; see
+    :meth:`~geospade.synthesis.model.SynthesisModel.paint_variant`), normalised with the chip
+    store's stats as :func:`synthesis_painter`'s are."""
+
+    def paint(masks: np.ndarray, ids: Sequence[str], variant: int) -> np.ndarray:
+        return _store_normalized(model.paint_variant(masks, ids, seed, variant), model,
+                                 store_bands)
+
+    return paint
+
+
+def _store_normalized(out: np.ndarray, model: SynthesisModel,
+                      store_bands: Sequence[BandStats]) -> np.ndarray:
+    """Generator output in [-1, 1] -> the source dtype (the checkpoint's stats, what
+    ``synthesize`` writes) -> normalised with the chip store's stats."""
+    return np.stack([normalize(denormalize(o, model.bands), store_bands) for o in out])
 
 
 def class_mean_painter(means: np.ndarray) -> Painter:

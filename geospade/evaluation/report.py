@@ -50,15 +50,17 @@ import torch
 
 from geospade import __version__
 from geospade.atomic import atomic_path
-from geospade.errors import ArgumentError, check_seed
+from geospade.errors import ArgumentError, GeospadeError, check_seed
 from geospade.evaluation import metrics
 from geospade.evaluation.figure import write_figure
 from geospade.evaluation.painters import (
     Painter,
+    VariantPainter,
     class_mean_painter,
     derangement,
     shuffled_painter,
     synthesis_painter,
+    variant_painter,
 )
 from geospade.evaluation.scores import (
     FIGURE_SAMPLES,
@@ -212,7 +214,7 @@ def _evaluate(checkpoint: Path, chips: Path, split: str, out: Path | None,
               device, seed: int, quiet: bool) -> dict[str, Any]:
     from geospade.data.chips import ChipDataset, open_chip_store
     from geospade.formats.checkpoint import check_fits_store
-    from geospade.synthesis.model import load_synthesis_model
+    from geospade.synthesis.model import load_synthesis_model, paints_variants
 
     dev = resolve_device(device)
     # The generator as synthesize runs it (precision and layout "auto", its style code), so the
@@ -222,10 +224,17 @@ def _evaluate(checkpoint: Path, chips: Path, split: str, out: Path | None,
     check_real_chips(store, "evaluate")
     check_fits_store(checkpoint, model.scheme, model.bands, store)
     step = model.step
+    if utility is not None and utility.variants > 1 and not paints_variants(model.generator):
+        raise GeospadeError(
+            f"{utility.variants} TSTR variants of each train mask: checkpoint {checkpoint} has "
+            "no noise input or style code (trained with noise_dim 0 and without use_vae), so "
+            "they would all be the same image; ask for 1 variant, or evaluate a checkpoint "
+            "trained with noise_dim > 0")
     report = evaluate_painter(
         synthesis_painter(model, store.bands), chips, split, segmenter=segmenter,
         utility=utility, inception_weights=inception_weights, batch_size=batch_size,
         device=dev, seed=seed, quiet=quiet, dataset_cls=ChipDataset,
+        variants=variant_painter(model, store.bands, seed),
     )
     report["checkpoint"] = str(checkpoint)
     report["step"] = step
@@ -253,6 +262,7 @@ def evaluate_painter(
     seed: int = 0,
     quiet: bool = False,
     dataset_cls=None,
+    variants: VariantPainter | None = None,
 ) -> dict[str, Any]:
     """Measure any painter (masks -> normalised images) like :func:`evaluate` measures a model.
 
@@ -270,12 +280,19 @@ def evaluate_painter(
             cannot paint the train masks.
         dataset_cls: the dataset class chips are read with (default
             :class:`geospade.data.chips.ChipDataset`).
+        variants: what paints TSTR's synthetic train chips, variant by variant (see
+            :data:`~geospade.evaluation.painters.VariantPainter`; :func:`evaluate` passes
+            :func:`~geospade.evaluation.painters.variant_painter`); None: ``painter`` paints
+            them, and ``utility.variants`` must be 1.
 
     Returns:
         The report dict (without ``checkpoint``/``step``), with the figure's chips under
         ``_samples``.
     """
     check_seed(seed)
+    if utility is not None and utility.variants > 1 and variants is None:
+        raise GeospadeError(f"{utility.variants} TSTR variants of each train mask need a "
+                            "variant painter (evaluate passes the generator's)")
     chips = Path(chips)
     dev = resolve_device(device)
     show = progress_enabled(quiet)
@@ -287,7 +304,8 @@ def evaluate_painter(
     means = source.class_means(show)
     painters, shuffle_note = _painters(painter, means, source, seed, show)
     found = measure(source, painters, Judges(dev, seg_net, inception, rgb), batch_size, show)
-    tstr, tstr_note = _utility(painter, means, source, utility, batch_size, dev, show)
+    tstr, tstr_note = _utility(painter, variants, means, source, utility, batch_size, dev,
+                               show)
     notes = [n for n in (tstr_note, seg_note, fid_note, shuffle_note) if n is not None]
     report = _json(_report(source, found, tstr, seg_info, inception is not None, fid_note,
                            notes))
@@ -296,9 +314,9 @@ def evaluate_painter(
     return report
 
 
-def _utility(painter: Painter, means: np.ndarray, source: SplitSource,
-             settings: UtilitySettings | None, batch_size: int, device: torch.device,
-             progress: bool) -> tuple[dict[str, Any] | None, str | None]:
+def _utility(painter: Painter, variants: VariantPainter | None, means: np.ndarray,
+             source: SplitSource, settings: UtilitySettings | None, batch_size: int,
+             device: torch.device, progress: bool) -> tuple[dict[str, Any] | None, str | None]:
     """Train on synthetic, test on real: the report's ``utility`` entry (None when skipped) and
     a note when it is skipped."""
     if settings is None:
@@ -308,9 +326,16 @@ def _utility(painter: Painter, means: np.ndarray, source: SplitSource,
                       "U-Nets train on")
     subset = train_subset(len(source.train), settings.max_train_chips)
     train_images, train_masks = source.train_arrays(subset)
-    synthetic = np.concatenate([
-        painter(train_masks[i:i + batch_size], subset[i:i + batch_size].tolist())
-        for i in range(0, len(subset), batch_size)])
+    ids = source.train.ids
+
+    def paint(variant: int, start: int) -> np.ndarray:
+        masks, chips = train_masks[start:start + batch_size], subset[start:start + batch_size]
+        if variants is None:  # one variant (checked by evaluate_painter)
+            return painter(masks, chips.tolist())
+        return variants(masks, [ids[i] for i in chips], variant)
+
+    synthetic = np.concatenate([paint(v, start) for v in range(settings.variants)
+                                for start in range(0, len(subset), batch_size)])
     class_mean = class_mean_painter(means)(train_masks, subset.tolist())
     test_images, test_masks = source.arrays()
     result = downstream_utility(

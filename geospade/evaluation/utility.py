@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -106,6 +106,11 @@ class UtilitySettings:
         lr: Adam learning rate (cosine-annealed to 0).
         seeds: one training per source and seed; the spread over seeds is reported.
         augmentation_ratio: synthetic chips per real chip in the ``real_synthetic`` batches.
+        variants: generated images per train mask (a generator with noise or a style code
+            paints ``geospade generate``'s variants 0..variants-1); the ``synthetic`` U-Net
+            trains on all of them, and the ``real_synthetic`` one draws its synthetic chips
+            from all of them. ``variants=4, augmentation_ratio=4`` measures mixing a
+            ``generate --variants 4`` store into the real one.
         max_train_chips: at most this many train chips (a fixed subset of a larger train
             split; see :func:`train_subset`): each is painted by the generator once, and
             ``steps x batch_size`` draws see only so many anyway.
@@ -123,12 +128,14 @@ class UtilitySettings:
     lr: float = 3e-3
     seeds: tuple[int, ...] = (0, 1, 2)
     augmentation_ratio: float = 1.0
+    variants: int = 1
     max_train_chips: int = 1024
     precision: str = "auto"
 
     def __post_init__(self):
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
-        for name in ("steps", "batch_size", "base_channels", "depth", "max_train_chips"):
+        for name in ("steps", "batch_size", "base_channels", "depth", "variants",
+                     "max_train_chips"):
             if getattr(self, name) < 1:
                 raise GeospadeError(f"TSTR {name} must be at least 1, not {getattr(self, name)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -298,7 +305,8 @@ def downstream_utility(
     Args:
         train_images: real train images ``(N, C, H, W)``, normalised (float).
         train_masks: their class indices ``(N, H, W)`` (255 = ignore).
-        synthetic_images: generated images of ``train_masks``, ``(N, C, H, W)``, normalised.
+        synthetic_images: generated images of ``train_masks``, ``(V x N, C, H, W)``,
+            normalised: ``V >= 1`` variants, variant ``v`` of mask ``i`` at ``v * N + i``.
         class_mean_images: class-mean paintings of ``train_masks``, ``(N, C, H, W)``.
         test_images: real test images ``(M, C, H, W)``, normalised.
         test_masks: their class indices ``(M, H, W)`` (255 = ignore).
@@ -324,7 +332,7 @@ def downstream_utility(
     sources = {name: _images(a, name) for name, a in sources.items()}
     test_images = _images(test_images, "test")
     train_masks, test_masks = _check_inputs(sources, train_masks, test_images, test_masks,
-                                            num_classes)
+                                            num_classes, settings.variants)
     runs = [(seed, name) for seed in settings.seeds for name in CONDITIONS]
     ious: dict[str, list[tuple[float, ...]]] = {name: [] for name in CONDITIONS}
     cached = []
@@ -388,6 +396,10 @@ def utility_lines(entry: Mapping[str, Any], split: str = "") -> list[str]:
         f"{_pm(entry['class_mean_ratio'])}",
         f"  mIoU on {tested}, trained on {entry['train_chips']} chips of:",
     ]
+    variants = s.get("variants", 1)  # reports before variants existed painted one
+    if variants > 1:
+        lines[-1] = (f"  mIoU on {tested}, trained on {entry['train_chips']} chips "
+                     f"({variants} generated variants of each) of:")
     for name in CONDITIONS:
         lines.append(f"    {CONDITION_LABELS[name]:<16} "
                      f"{_pm(entry['conditions'][name]['miou'])}")
@@ -490,17 +502,35 @@ def _train(name: str, sources: dict[str, np.ndarray], masks: np.ndarray, num_cla
     """Train the U-Net of one source and seed."""
     n, bands = sources["real"].shape[:2]
     seg = settings.segmenter(seed)
+    if name == "synthetic":  # every variant of every mask
+        synthetic = sources[name]
+        return train_segmenter(_variant_chips(synthetic, masks), len(synthetic), bands,
+                               num_classes, seg, device, amp=settings.precision)
     if name != "real_synthetic":
         load = array_chips(sources[name], masks)
         return train_segmenter(load, n, bands, num_classes, seg, device, amp=settings.precision)
-    real, synthetic = sources["real"], sources["synthetic"]
+    real, synthetic = array_chips(sources["real"], masks), _variant_chips(sources["synthetic"],
+                                                                          masks)
 
     def load(i: int) -> tuple[np.ndarray, np.ndarray]:
-        return (real[i], masks[i]) if i < n else (synthetic[i - n], masks[i - n])
+        return real(i) if i < n else synthetic(i - n)
 
-    draw = mixed_batches(n, n, settings.batch_size, settings.augmentation_ratio, seed)
-    return train_segmenter(load, 2 * n, bands, num_classes, seg, device, draw=draw,
+    m = len(sources["synthetic"])
+    draw = mixed_batches(n, m, settings.batch_size, settings.augmentation_ratio, seed)
+    return train_segmenter(load, n + m, bands, num_classes, seg, device, draw=draw,
                            amp=settings.precision)
+
+
+def _variant_chips(images: np.ndarray, masks: np.ndarray
+                   ) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
+    """A ``load_chip`` over ``V x N`` variant images: chip ``i`` is variant ``i // N`` of mask
+    ``i % N``."""
+    n = len(masks)
+
+    def load(i: int) -> tuple[np.ndarray, np.ndarray]:
+        return images[i], masks[i % n]
+
+    return load
 
 
 def _test_iou(net: UNet, images: np.ndarray, masks: np.ndarray, num_classes: int,
@@ -521,14 +551,16 @@ def _images(array: np.ndarray, role: str) -> np.ndarray:
 
 
 def _check_inputs(sources: dict[str, np.ndarray], train_masks: np.ndarray,
-                  test_images: np.ndarray, test_masks: np.ndarray,
-                  num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+                  test_images: np.ndarray, test_masks: np.ndarray, num_classes: int,
+                  variants: int) -> tuple[np.ndarray, np.ndarray]:
     """Check shapes and mask values; return the masks as uint8."""
     shape = sources["real"].shape
     for name, images in sources.items():
-        if images.shape != shape:
-            raise GeospadeError(f"TSTR {name} images have shape {images.shape}, the real train "
-                                f"images {shape}")
+        count = shape[0] * (variants if name == "synthetic" else 1)
+        if images.shape != (count, *shape[1:]):
+            what = f" ({variants} variants of each)" if count != shape[0] else ""
+            raise GeospadeError(f"TSTR {name} images have shape {images.shape}, not "
+                                f"{(count, *shape[1:])} like the real train images{what}")
     for role, images, masks in (("train", sources["real"], train_masks),
                                 ("test", test_images, test_masks)):
         if np.shape(masks) != images.shape[:1] + images.shape[2:]:

@@ -31,9 +31,8 @@ from __future__ import annotations
 
 import math
 import time
-import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,7 @@ from geospade.normalization import denormalize
 from geospade.outputs import CHIP_STORE, OutputLock, check_not_an_input, check_replaceable
 from geospade.provenance import file_sha256
 from geospade.schemes import IGNORE_INDEX
-from geospade.synthesis.model import SynthesisModel
+from geospade.synthesis.model import SynthesisModel, paints_variants
 
 SPLIT_CHOICES = (*chip_store.SPLITS, "all")
 AUX = ".aux.xml"  # a mask chip's sidecar (its class names), copied with it
@@ -265,7 +264,7 @@ def _check_model(model: SynthesisModel, store: ChipStore, checkpoint: Path,
         raise GeospadeError(f"checkpoint {checkpoint} (with a style encoder) paints "
                             f"{generator.crop_size}-px chips only; chip store {store.root} has "
                             f"{size}-px chips")
-    if most_variants > 1 and not (generator.noise_dim or generator.use_vae):
+    if most_variants > 1 and not paints_variants(generator):
         raise ArgumentError(
             "variants", f"checkpoint {checkpoint} has no noise input or style code (trained "
             f"with noise_dim 0 and without use_vae): its {most_variants} variants of a mask "
@@ -345,33 +344,12 @@ class _Painter:
         self.root = store.root
         self.seed = seed
         self.nodata = store.bands[0].nodata
-        generator = model.generator
-        self.noise_dim = int(generator.noise_dim or 0)
-        self.z_dim = int(generator.z_dim) if generator.use_vae else 0
 
     def paint(self, masks: np.ndarray, ids: list[str], variant: int) -> np.ndarray:
         """Masks ``(N, S, S)`` uint8 -> images ``(N, bands, S, S)`` in the bands' dtype."""
-        noise, z = self._codes(ids, variant)
-        model = self.model if z is None else replace(self.model, z=z.to(self.model.device))
-        raw = model(masks, noise)
-        return np.stack([self._finish(denormalize(x, model.bands), m)
+        raw = self.model.paint_variant(masks, ids, self.seed, variant)
+        return np.stack([self._finish(denormalize(x, self.model.bands), m)
                          for x, m in zip(raw, masks, strict=True)])
-
-    def _codes(self, ids: list[str], variant: int
-               ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Noise ``(N, noise_dim)`` and style codes ``(N, z_dim)`` of each chip's variant,
-        drawn on the CPU from a seed of (seed, chip id, variant): the same numbers on every
-        device and in every batch."""
-        if not (self.noise_dim or self.z_dim):
-            return None, None
-        noise, z = [], []
-        for chip in ids:
-            key = np.random.SeedSequence([self.seed, zlib.crc32(chip.encode()), variant])
-            rng = torch.Generator().manual_seed(int(key.generate_state(1)[0]))
-            noise.append(torch.randn(1, self.noise_dim, generator=rng))
-            z.append(torch.randn(1, self.z_dim, generator=rng))
-        return ((torch.cat(noise) if self.noise_dim else None),
-                (torch.cat(z) if self.z_dim else None))
 
     def _finish(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Ignored pixels are the imagery's nodata (where it has one); no valid pixel is."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,22 @@ class SynthesisModel:
         # conversion after it are 4x slower on a channels-last array's band strides.
         return out.to(dtype=torch.float32, memory_format=torch.contiguous_format).cpu().numpy()
 
+    def paint_variant(self, chips: np.ndarray, ids: Sequence[str], seed: int, variant: int
+                      ) -> np.ndarray:
+        """Variant ``variant`` of each chip as ``geospade generate`` paints it: its noise and
+        style code from :func:`variant_inputs` (a style image's code kept), output as
+        :meth:`__call__`'s.
+
+        Args:
+            chips: the class maps ``(N, S, S)`` uint8.
+            ids: their chip IDs in the store (what the codes are drawn from).
+            seed: the generate seed.
+            variant: the variant index (0, 1, ...).
+        """
+        noise, z = variant_inputs(self.generator, seed, ids, variant)
+        model = self if z is None or self.styled else dataclasses.replace(self, z=z.to(self.device))
+        return model(chips, noise)
+
     def with_seed(self, seed: int) -> SynthesisModel:
         """The same model with its random inputs drawn from ``seed``: another variant of every
         class map (the noise, and a VAE's z unless it came from a style image).
@@ -138,6 +155,31 @@ def seeded_inputs(generator: torch.nn.Module, seed: int, device: torch.device
     if noise_dim:
         noise = make_noise(1, noise_dim, seed=noise_seed(seed), device=device)
     return z, noise
+
+
+def paints_variants(generator: torch.nn.Module) -> bool:
+    """Whether a generator paints different images of one class map: it takes noise
+    (``noise_dim > 0``) or a style code (``use_vae``)."""
+    return bool(getattr(generator, "noise_dim", 0) or getattr(generator, "use_vae", False))
+
+
+def variant_inputs(generator: torch.nn.Module, seed: int, ids: Sequence[str], variant: int
+                   ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Noise ``(N, noise_dim)`` and style codes ``(N, z_dim)`` of one variant of each chip,
+    drawn on the CPU from a seed of (``seed``, chip ID, ``variant``): the same numbers on every
+    device, in every batch and whichever other chips are painted (``geospade generate``, and
+    the synthetic chips of TSTR). Each is None where the generator takes none."""
+    noise_dim = int(getattr(generator, "noise_dim", 0) or 0)
+    z_dim = int(generator.z_dim) if getattr(generator, "use_vae", False) else 0
+    if not (noise_dim or z_dim):
+        return None, None
+    noise, z = [], []
+    for chip in ids:
+        key = np.random.SeedSequence([int(seed), zlib.crc32(chip.encode()), int(variant)])
+        rng = torch.Generator().manual_seed(int(key.generate_state(1)[0]))
+        noise.append(torch.randn(1, noise_dim, generator=rng))
+        z.append(torch.randn(1, z_dim, generator=rng))
+    return (torch.cat(noise) if noise_dim else None), (torch.cat(z) if z_dim else None)
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:

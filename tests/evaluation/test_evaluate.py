@@ -35,12 +35,13 @@ def chips(chip_store, tmp_path_factory):
     return out
 
 
-def write_checkpoint(path, chips, scheme=None, bands=None, seed=0):
+def write_checkpoint(path, chips, scheme=None, bands=None, seed=0, noise_dim=0):
     store = open_chip_store(chips)
     scheme = scheme or store.scheme
     bands = bands or [b.to_dict() for b in store.bands]
     torch.manual_seed(seed)
-    g = Generator(scheme.num_classes, len(bands), ngf=4, crop_size=store.chip_size, hidden=8)
+    g = Generator(scheme.num_classes, len(bands), ngf=4, crop_size=store.chip_size, hidden=8,
+                  noise_dim=noise_dim)
     save_checkpoint(path, {
         "step": 3, "config": {}, "generator_config": g.config, "scheme": scheme.to_dict(),
         "bands": bands, "chip_size": store.chip_size, "generator": g.state_dict(),

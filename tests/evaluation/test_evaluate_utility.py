@@ -5,18 +5,22 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyogrio
 import pytest
 from cli_runner import run_cli
 from test_evaluate import write_checkpoint
 
 from geospade import pipeline
+from geospade.data.chips import ChipDataset
 from geospade.errors import GeospadeError
+from geospade.evaluation import report as report_module
 from geospade.evaluation import utility as utility_module
 from geospade.evaluation.report import evaluate, evaluate_painter
 from geospade.evaluation.segmenter import CACHE_DIR
 from geospade.evaluation.summary import format_summary, headline
 from geospade.evaluation.utility import CONDITIONS, DEFAULT_UTILITY, UtilitySettings
+from geospade.synthesis.generate import generate
 
 TINY = UtilitySettings(steps=6, batch_size=4, base_channels=4, depth=1, seeds=(0, 1))
 
@@ -134,6 +138,7 @@ def test_cli_defaults_are_the_library_defaults():
     assert defaults["utility_steps"] == DEFAULT_UTILITY.steps
     assert defaults["utility_seeds"] == len(DEFAULT_UTILITY.seeds)
     assert defaults["augmentation_ratio"] == DEFAULT_UTILITY.augmentation_ratio
+    assert defaults["variants"] == DEFAULT_UTILITY.variants
 
 
 def test_train_split_skips_tstr_with_a_note(chips, tmp_path, trainings):
@@ -223,14 +228,17 @@ def _config(tmp_path, evaluate):
 def test_pipeline_evaluate_table_passes_the_tstr_keys(monkeypatch, tmp_path):
     stages = Stages()
     monkeypatch.setattr(pipeline, "stage_functions", stages.functions)
-    tstr = {"utility_steps": 5, "utility_seeds": 2, "augmentation_ratio": 3}
+    tstr = {"utility_steps": 5, "utility_seeds": 2, "augmentation_ratio": 3, "variants": 2}
     pipeline.run_pipeline(_config(tmp_path, tstr), quiet=True)
-    assert stages.utility == [UtilitySettings(steps=5, seeds=(0, 1), augmentation_ratio=3.0)]
+    assert stages.utility == [UtilitySettings(steps=5, seeds=(0, 1), augmentation_ratio=3.0,
+                                              variants=2)]
     pipeline.run_pipeline(_config(tmp_path, {"utility": False}), quiet=True)
     pipeline.run_pipeline(_config(tmp_path, {}), quiet=True)  # evaluate's default
     assert stages.utility[1:] == [None, DEFAULT_UTILITY]
     with pytest.raises(GeospadeError, match=r"^\[evaluate\]: utility_seeds must be at least 1"):
         pipeline.run_pipeline(_config(tmp_path, {"utility_seeds": 0}), quiet=True)
+    with pytest.raises(GeospadeError, match=r"^\[evaluate\]: variants must be at least 1"):
+        pipeline.run_pipeline(_config(tmp_path, {"variants": 0}), quiet=True)
     with pytest.raises(GeospadeError, match=r"^\[evaluate\]: augmentation_ratio must be a pos"):
         pipeline.run_pipeline(_config(tmp_path, {"augmentation_ratio": 0}), quiet=True)
     with pytest.raises(GeospadeError, match=r"^\[evaluate\]: utility must be bool"):
@@ -248,3 +256,77 @@ def test_headline_of_a_report_without_tstr_has_its_keys_as_none():
     assert head["wasserstein"] == 0.1 and head["miou_ratio"] is None
     assert "utility_ratio" not in headline({**report, "methods": {
         "class_mean": report["methods"]["model"]}}, "class_mean")
+
+
+@pytest.fixture
+def painted(monkeypatch):
+    """The synthetic train images each TSTR run is given."""
+    calls = []
+    real = report_module.downstream_utility
+
+    def spy(train_images, train_masks, synthetic_images, *args, **kwargs):
+        calls.append(synthetic_images)
+        return real(train_images, train_masks, synthetic_images, *args, **kwargs)
+
+    monkeypatch.setattr(report_module, "downstream_utility", spy)
+    return calls
+
+
+def test_tstr_variants_are_the_images_generate_writes(chips, tmp_path, trainings, painted,
+                                                        capsys):
+    ckpt = write_checkpoint(tmp_path / "noise.pt", chips, noise_dim=4)
+    out = tmp_path / "r.json"
+    code, printed, err = run_cli(
+        ["evaluate", str(ckpt), str(chips), "-o", str(out), "--no-segmenter", "--no-figure",
+         "--device", "cpu", "--utility-steps", "2", "--utility-seeds", "1", "--variants", "3",
+         "--augmentation-ratio", "3", "--seed", "5"], capsys)
+    assert code == 0, err
+    tstr = json.loads(out.read_text())["utility"]
+    assert tstr["settings"]["variants"] == 3 and tstr["train_chips"] == 12
+    assert "(3 generated variants of each)" in printed
+    # The synthetic U-Net trains on all 36 images, the mixed one draws from 12 real + 36.
+    assert sorted(trainings) == [12, 12, 36, 48]
+    (synthetic,) = painted
+    assert synthetic.shape[0] == 36
+    generate(ckpt, chips, tmp_path / "synthetic", variants=3, seed=5, split="train",
+             quiet=True)
+    written = ChipDataset(tmp_path / "synthetic", "train")
+    image_of = {chip: written[i]["image"].numpy() for i, chip in enumerate(written.ids)}
+    real = ChipDataset(chips, "train")
+    for v in range(3):
+        for i, chip in enumerate(real.ids):
+            mask = real[i]["mask"].numpy() != 255
+            np.testing.assert_array_equal(synthetic[v * 12 + i][:, mask],
+                                          image_of[f"{chip}_v{v}"][:, mask])
+    # Variants differ: the noise is drawn per chip and variant.
+    assert not np.array_equal(synthetic[0], synthetic[12])
+
+
+def test_tstr_variants_of_a_generator_without_noise_is_a_one_line_error(chips, tmp_path,
+                                                                         trainings, capsys):
+    ckpt = write_checkpoint(tmp_path / "plain.pt", chips)
+    code, _, err = run_cli(
+        ["evaluate", str(ckpt), str(chips), "-o", str(tmp_path / "r.json"), "--no-segmenter",
+         "--device", "cpu", "--variants", "2"], capsys)
+    assert code == 1 and err.count("\n") == 1, err
+    assert err.startswith("geospade: error: 2 TSTR variants of each train mask: checkpoint ")
+    assert "same image" in err and trainings == []
+    assert not (tmp_path / "r.json").exists()
+    # A painter without a variant painter cannot give variants either.
+    with pytest.raises(GeospadeError, match="need a variant painter"):
+        evaluate_painter(lambda masks, indices: None, chips, "val", segmenter=None,
+                         utility=UtilitySettings(variants=2), device="cpu", quiet=True)
+
+
+def test_downstream_utility_checks_the_number_of_variants():
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(8, 2, 16, 16)).astype(np.float32)
+    masks = rng.integers(0, 2, size=(8, 16, 16)).astype(np.uint8)
+    settings = UtilitySettings(steps=1, batch_size=2, base_channels=4, depth=1, seeds=(0,),
+                               variants=2)
+    with pytest.raises(GeospadeError, match=r"not \(16, 2, 16, 16\) like the real train images "
+                                            r"\(2 variants of each\)"):
+        utility_module.downstream_utility(images, masks, images, images, images, masks, 2,
+                                          settings)
+    with pytest.raises(GeospadeError, match="variants must be at least 1"):
+        UtilitySettings(variants=0)
