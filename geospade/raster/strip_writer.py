@@ -25,6 +25,7 @@ import rasterio
 import rasterio.shutil
 from rasterio._err import CPLE_BaseError
 from rasterio.enums import ColorInterp, Resampling
+from rasterio.env import GDALVersion
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
@@ -559,8 +560,10 @@ class StripWriter:
             options = {
                 **_cog_codec_options(self.compress, self.dtype.name),
                 "BLOCKSIZE": str(self.block_size), "BIGTIFF": "IF_SAFER",
-                # One HTTP range request fetches every band of a tile.
-                "INTERLEAVE": "PIXEL",
+                # One HTTP range request fetches every band of a tile: pixel interleaving,
+                # which GDAL's COG driver always wrote before 3.11 added INTERLEAVE (older
+                # ones warn that they do not know the option).
+                **({"INTERLEAVE": "PIXEL"} if GDALVersion.runtime().at_least("3.11") else {}),
                 "OVERVIEW_RESAMPLING": self.resampling.name.upper(),
                 "OVERVIEWS": "AUTO" if self.overviews else "NONE",
                 **self.creation_options,

@@ -53,3 +53,24 @@ def test_a_raster_with_overviews_through_the_uncompressed_intermediate(tmp_path,
         assert src.tags(ns="rio_overview") == {"resampling": "nearest"}
         assert np.array_equal(src.read(out_shape=(count, 115, 150)), rows[:, ::2, ::2])
     assert [p.name for p in tmp_path.iterdir()] == ["classes.tif"]
+
+
+def test_a_cog_is_pixel_interleaved_without_gdal_warnings(tmp_path, caplog, capfd):
+    # GDAL's COG driver knows INTERLEAVE only from 3.11; before, passing it made GDAL warn on
+    # every COG, and the file was pixel-interleaved anyway.
+    import logging
+
+    import numpy as np
+    import rasterio
+
+    rows = np.arange(3 * 40 * 40, dtype=np.int64).reshape(3, 40, 40).astype(np.uint8)
+    out = tmp_path / "cog.tif"
+    with caplog.at_level(logging.WARNING):
+        with StripWriter(out, GRID, 3, "uint8", cog=True, block_size=16) as writer:
+            writer.write(rows)
+    with rasterio.open(out) as src:
+        assert np.array_equal(src.read(), rows)
+        assert src.interleaving.name.lower() == "pixel"
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+    gdal_said = capfd.readouterr().err + caplog.text
+    assert "INTERLEAVE" not in gdal_said.upper(), gdal_said
