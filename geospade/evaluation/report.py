@@ -156,14 +156,17 @@ def evaluate(
             False/None writes none.
         segmenter: settings of the segmentation-consistency U-Net; None skips that metric.
         utility: settings of train on synthetic, test on real (TSTR), whose U-Nets train on the
-            train split (the model paints its masks) and test on ``split``; None skips it, as
-            does ``split="train"`` (with a note).
+            train split (the model paints ``utility.variants`` images of each mask, as
+            ``geospade generate`` does) and test on ``split``; None skips it, as does
+            ``split="train"`` (with a note).
         inception_weights: a local Inception v3 weight file for FID (default: look in the torch
             hub cache; FID is skipped, and the report says so, when there is none).
         batch_size: chips per generator call.
         device: ``cpu``, ``cuda``, … (default: CUDA when available). The generator runs there as
             ``synthesize`` runs it (bf16 where the device has native bf16).
-        seed: seed of the derangement and of a VAE generator's style code (as ``synthesize``'s).
+        seed: seed of the derangement and of a VAE generator's style code (as ``synthesize``'s),
+            and of TSTR's synthetic train chips (``geospade generate``'s seed: they are the
+            images ``generate`` writes with it).
         overwrite: replace existing output files.
         quiet: no progress bars.
 
