@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from geospade.errors import writing
+from geospade.io_errors import writing
 
 
 def _umask() -> int:
@@ -31,8 +31,8 @@ def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
     writers that look at it) and is removed when the block raises. The renamed file gets the
     permissions a newly created file would have (``0o666`` less the umask), not the private
     ``0o600`` of :func:`tempfile.mkstemp`, so others can read checkpoints on shared storage.
-    A failed write (a full disk above all) is one :class:`~geospade.errors.WriteFailed` naming
-    ``path`` (:func:`~geospade.errors.writing`), still an ``OSError``.
+    A failed write (a full disk above all) is one :class:`~geospade.io_errors.WriteFailed` naming
+    ``path`` (:func:`~geospade.io_errors.writing`), still an ``OSError``.
 
     Args:
         path: the destination; its folder must exist.

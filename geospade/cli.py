@@ -15,7 +15,8 @@ import warnings
 import click
 
 from geospade import __version__
-from geospade.errors import GeospadeError, cli_wording, out_of_room, read_failure, room_error
+from geospade.errors import GeospadeError, cli_wording
+from geospade.io_errors import out_of_room, read_failure, room_error
 from geospade.log import get_logger, log_to_stderr
 
 COMMANDS = {

@@ -58,8 +58,9 @@ from geospade.commands.options import (
 @quiet_option("No progress bars and no summary table.")
 def command(checkpoint: str, chips: str, split: str, out: str | None, no_figure: bool,
             segmenter_steps: int, no_segmenter: bool, utility_steps: int, utility_seeds: int,
-            augmentation_ratio: float, variants: int, no_utility: bool, inception_weights: str | None,
-            batch_size: int, device: str, seed: int, overwrite: bool, quiet: bool) -> None:
+            augmentation_ratio: float, variants: int, no_utility: bool,
+            inception_weights: str | None, batch_size: int, device: str, seed: int,
+            overwrite: bool, quiet: bool) -> None:
     """Measure how useful and how real CHECKPOINT's imagery is on chip store CHIPS (real chips).
 
     Usefulness first (train on synthetic, test on real): the same U-Net trained on the real train

@@ -23,8 +23,9 @@ import rasterio
 import torch
 from torch.utils.data import Dataset
 
-from geospade.errors import GeospadeError, reading
+from geospade.errors import GeospadeError
 from geospade.formats.chip_store import SPLITS, ChipStore, open_chip_store, read_index
+from geospade.io_errors import reading
 from geospade.normalization import BandStats, normalize
 from geospade.schemes import IGNORE_INDEX, ClassScheme
 

@@ -40,7 +40,8 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 
-from geospade.errors import GeospadeError, check_format_header, writing
+from geospade.errors import GeospadeError, check_format_header
+from geospade.io_errors import writing
 from geospade.normalization import BandStats
 from geospade.raster.codecs import codec_options
 from geospade.schemes import IGNORE_INDEX, ClassScheme

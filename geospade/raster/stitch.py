@@ -19,7 +19,8 @@ import numpy as np
 import rasterio
 from affine import Affine
 
-from geospade.errors import GeospadeError, first_line, reading
+from geospade.errors import GeospadeError, first_line
+from geospade.io_errors import reading
 from geospade.log import progress
 from geospade.outputs import locked_outputs, prepare_output, removing_new_folders
 from geospade.provenance import VERSION, common_tags, software_tags

@@ -30,7 +30,8 @@ from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
 from geospade.atomic import atomic_path
-from geospade.errors import ArgumentError, GeospadeError, captured_stderr, first_line, writing
+from geospade.errors import ArgumentError, GeospadeError, first_line
+from geospade.io_errors import captured_stderr, writing
 from geospade.outputs import prepare_output
 from geospade.raster.codecs import (
     CODECS,

@@ -16,8 +16,8 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from geospade.errors import WriteTarget, reading, writing
 from geospade.formats import chip_store
+from geospade.io_errors import WriteTarget, reading, writing
 from geospade.provenance import chip_tags
 from geospade.raster.alignment import imagery_valid, open_raster, warped_imagery
 from geospade.raster.bands import alpha_as_data

@@ -42,9 +42,10 @@ import rasterio
 import torch
 from affine import Affine
 
-from geospade.errors import ArgumentError, GeospadeError, check_seed, reading, writing
+from geospade.errors import ArgumentError, GeospadeError, check_seed
 from geospade.formats import chip_store
 from geospade.formats.chip_store import SYNTHETIC, ChipStore, check_real_chips, open_chip_store
+from geospade.io_errors import reading, writing
 from geospade.log import progress
 from geospade.normalization import denormalize
 from geospade.outputs import CHIP_STORE, OutputLock, check_not_an_input, check_replaceable
