@@ -3,7 +3,7 @@
 The CLI turns a :class:`GeospadeError` into a one-line message and a non-zero exit; library users
 can catch it like any other exception. Its :class:`ArgumentError` names the keyword argument at
 fault ("batch_size must be …"), and the CLI prints :func:`cli_wording`, which names the flag
-instead. The wording of failed reads and writes is :mod:`geospade.io_errors`'.
+instead. The wording of failed reads and writes is in :mod:`geospade.io_errors`.
 """
 
 from __future__ import annotations

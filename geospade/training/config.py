@@ -64,7 +64,7 @@ class TrainConfig:
         norm: ``clade`` (per-class lookup of the modulation, Tan et al. 2021; the default) or
             ``spade`` (a conv net on the class map, Park et al. 2019). At the same CPU time,
             CLADE's images trained land-cover U-Nets better on both real data sets of
-            ``benchmarks/bench_utility.py`` (docs/design.md, "Training").
+            ``benchmarks/bench_utility.py`` (docs/design.md, "Default generator").
         param_free_norm: ``batch`` (frozen at inference: no seams when tiling) or ``instance``.
         num_upsampling_layers: ``normal`` (stride 32), ``more`` (64), ``most`` (128).
         spectral_norm: spectral normalisation in generator and discriminator.
